@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/config"
+)
+
+const defaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// single holds the settings of a one-off enqueue.
+type single struct {
+	RedisURL       string
+	Channel        string
+	Phone          string
+	CountryCode    string
+	ClientIP       string
+	Lang           string
+	IdempotencyKey string
+	Queue          string
+	Delay          time.Duration
+	SendWithin     time.Duration
+	Defer          bool
+	Timeout        time.Duration
+}
+
+func bindSingle(set *config.Set, s *single) {
+	set.Secret(&s.RedisURL, "redis-url", "REDIS_URL", defaultRedisURL, "Redis URL, as for the worker")
+	set.String(&s.Channel, "channel", "", "", "GenAuth channel, e.g. CHANNEL_LOGIN")
+	set.String(&s.Phone, "phone", "", "", "phone number: E.164 (+8613800138000) or national with --country-code")
+	set.String(&s.CountryCode, "country-code", "", "", "calling code for a national number (default +86)")
+	set.String(&s.ClientIP, "client-ip", "", "", "end user's IP, forwarded to GenAuth as x-real-ip")
+	set.String(&s.Lang, "lang", "", "", "SMS language: zh-CN, en-US, ja-JP or zh-TW")
+	set.String(&s.IdempotencyKey, "idempotency-key", "", "", "task ID; enqueueing the same key twice is refused")
+	set.String(&s.Queue, "queue", "", "", "queue (default: critical for login and MFA verification, default otherwise)")
+	set.Duration(&s.Delay, "delay", "", 0, "send no earlier than this from now")
+	set.Duration(&s.SendWithin, "send-within", "", 0, "deadline after which the code is not sent (default 5m after it is due)")
+	set.Bool(&s.Defer, "defer", "", false, "when an earlier code's window is open, wait for it and send, instead of deduplicating")
+	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up when Redis does not answer within this")
+}
+
+// run is the whole command; tests call it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var s single
+	set := config.NewSet("enqueue", getenv, stderr)
+	bindSingle(set, &s)
+	if err := set.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if set.FlagSet().NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", set.FlagSet().Arg(0))}
+	}
+	if s.Channel == "" || s.Phone == "" {
+		return usageError{errors.New("--channel and --phone are required")}
+	}
+	req := smsq.Request{Channel: s.Channel, Phone: s.Phone, CountryCode: s.CountryCode, ClientIP: s.ClientIP, Lang: s.Lang}
+	opts := []smsq.Option{}
+	if s.IdempotencyKey != "" {
+		opts = append(opts, smsq.WithIdempotencyKey(s.IdempotencyKey))
+	}
+	if s.Queue != "" {
+		opts = append(opts, smsq.WithQueue(s.Queue))
+	}
+	if s.Delay != 0 {
+		opts = append(opts, smsq.WithDelay(s.Delay))
+	}
+	if s.SendWithin != 0 {
+		opts = append(opts, smsq.WithSendWithin(s.SendWithin))
+	}
+	if s.Defer {
+		opts = append(opts, smsq.WithDeferWhenHeld())
+	}
+	// Validate before connecting: bad input never waits on Redis.
+	if _, _, err := smsq.Prepare(req, time.Now(), opts...); err != nil {
+		return usageError{err}
+	}
+	c, err := smsq.NewClient(s.RedisURL)
+	if err != nil {
+		return usageError{fmt.Errorf("REDIS_URL: %w", err)}
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	rc, err := c.Send(ctx, req, opts...)
+	if err != nil {
+		if errors.Is(err, smsq.ErrDuplicate) {
+			return err
+		}
+		return fmt.Errorf("%w (is the worker's Redis running? REDIS_URL)", err)
+	}
+	fmt.Fprintln(stdout, rc.TaskID)
+	fmt.Fprintf(stderr, "queued %s for %s in queue %s, send by %s\n", rc.Channel, rc.Phone, rc.Queue, rc.SendBy.Format(time.RFC3339))
+	return nil
+}

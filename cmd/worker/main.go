@@ -1,0 +1,29 @@
+// Command worker processes genauth:send_sms tasks: it reserves each
+// (phone, channel) pair, calls GenAuth and records every outcome.
+//
+// With no REDIS_URL and nothing listening on 127.0.0.1:6379 it starts an
+// embedded Redis; with no GENAUTH_APP_HOST it sends to a built-in fake
+// GenAuth (sandbox). So `go run ./cmd/worker` works on a fresh machine.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/config"
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/embedded"
+	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/tasks"
+)
+
+// defaultRedisURL is where the worker looks for Redis, and where it starts
+// the embedded one when nothing listens there and REDIS_URL is unset.
+const (
+	defaultRedisURL  = "redis://127.0.0.1:6379/0"
+	embeddedRedisAdr = "127.0.0.1:6379"
+)
+
+// settings is the worker's configuration.
+type settings struct {
+	RedisURL        string
+	AppHost         string
+	AppID           string
+	HeaderPrefix    string
+	Lang            string
+	GenAuthTimeout  time.Duration
+	Concurrency     int
+	Queues          string
+	StrictPriority  bool
+	Retention       time.Duration
+	Window          time.Duration
+	OnHeld          string
+	SendBy          time.Duration
+	Classify        string
+	ShutdownTimeout time.Duration
+	PollInterval    time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// bindSettings declares every worker setting; the README table is made
+// from the same list.
+func bindSettings(set *config.Set, s *settings) {
+	set.Secret(&s.RedisURL, "redis-url", "REDIS_URL", defaultRedisURL, "Redis URL: redis://, rediss://, redis-sentinel://, redis-cluster://; user, password and db in the URL")
+	set.String(&s.AppHost, "genauth-app-host", "GENAUTH_APP_HOST", "", "GenAuth application address, e.g. https://example.genauth.ai; empty runs the sandbox (no real SMS)")
+	set.String(&s.AppID, "genauth-app-id", "GENAUTH_APP_ID", "", "GenAuth application ID (required with GENAUTH_APP_HOST)")
+	set.String(&s.HeaderPrefix, "genauth-header-prefix", "SMSQ_GENAUTH_HEADER_PREFIX", "", "header prefix x-genauth- or x-authing-; empty chooses by host")
+	set.String(&s.Lang, "genauth-lang", "SMSQ_GENAUTH_LANG", "", "default SMS language: zh-CN, en-US, ja-JP or zh-TW")
+	set.Duration(&s.GenAuthTimeout, "genauth-timeout", "SMSQ_GENAUTH_TIMEOUT", 10*time.Second, "timeout of one GenAuth call")
+	set.Int(&s.Concurrency, "concurrency", "SMSQ_CONCURRENCY", 100, "tasks processed at once by this worker (the work waits on the network, so well above the CPU count)")
+	set.String(&s.Queues, "queues", "SMSQ_QUEUES", config.FormatWeights(tasks.DefaultQueues()), "queues served, with weights")
+	set.Bool(&s.StrictPriority, "strict-priority", "SMSQ_STRICT_PRIORITY", false, "serve a lower queue only when the higher ones are empty")
+	set.Duration(&s.Retention, "retention", "SMSQ_RETENTION", history.DefaultRetention, "how long each task's history is kept for the why command")
+	set.Duration(&s.Window, "window", "SMSQ_WINDOW", dedupe.DefaultWindow, "reservation window per (phone, channel); GenAuth's own rule is one minute")
+	set.String(&s.OnHeld, "on-held", "SMSQ_ON_HELD", tasks.OnHeldDedupe, "default when another task holds the reservation: dedupe (complete as deduplicated) or defer (run again when it expires)")
+	set.Duration(&s.SendBy, "send-by", "SMSQ_SEND_BY", tasks.DefaultSendBy, "default send-by deadline after enqueue; later tasks end as expired")
+	set.String(&s.Classify, "classify", "SMSQ_CLASSIFY", "", "overrides of GenAuth answer classes, e.g. statusCode:402=retry,apiCode:12004=permanent")
+	set.Duration(&s.ShutdownTimeout, "shutdown-timeout", "SMSQ_SHUTDOWN_TIMEOUT", 15*time.Second, "how long running tasks may finish after SIGTERM")
+	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", time.Second, "how often an idle worker checks for new tasks")
+	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
+	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
+}
+
+// hooks let tests see inside a running worker.
+type hooks struct {
+	ready func(w *worker)
+}
+
+// worker holds the running parts.
+type worker struct {
+	log     zerolog.Logger
+	sandbox *genauthtest.Server
+	srv     *asynq.Server
+}
+
+// run starts the worker and blocks until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, h *hooks) error {
+	var s settings
+	set := config.NewSet("worker", getenv, stderr)
+	bindSettings(set, &s)
+	if err := set.Parse(args); err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, s.LogLevel, s.LogFormat)
+	if err != nil {
+		return fmt.Errorf("SMSQ_LOG_LEVEL/SMSQ_LOG_FORMAT: %w", err)
+	}
+	queues, err := config.ParseWeights(s.Queues)
+	if err != nil {
+		return fmt.Errorf("SMSQ_QUEUES: %w", err)
+	}
+	if s.Concurrency < 1 {
+		return fmt.Errorf("SMSQ_CONCURRENCY %d: must be at least 1", s.Concurrency)
+	}
+	if s.ShutdownTimeout <= 0 {
+		return fmt.Errorf("SMSQ_SHUTDOWN_TIMEOUT %s: must be positive", s.ShutdownTimeout)
+	}
+	if s.PollInterval < 10*time.Millisecond {
+		return fmt.Errorf("SMSQ_POLL_INTERVAL %s: must be at least 10ms", s.PollInterval)
+	}
+	classifier, err := genauth.ParseOverrides(s.Classify)
+	if err != nil {
+		return fmt.Errorf("SMSQ_CLASSIFY: %w", err)
+	}
+
+	// Redis: the configured one, or the embedded one on a fresh machine.
+	if !set.IsSet("redis-url") && !embedded.Listening(ctx, embeddedRedisAdr) {
+		er, err := embedded.StartRedis(embeddedRedisAdr)
+		if err != nil {
+			return err
+		}
+		defer er.Close()
+		log.Warn().Str("addr", er.Addr()).Msg("EMBEDDED REDIS: no REDIS_URL and nothing on 127.0.0.1:6379; tasks live in this process only")
+	}
+	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 20})
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	defer rdb.Close()
+	if err := redisconn.Ping(ctx, rdb, s.RedisURL, 5*time.Second); err != nil {
+		return err
+	}
+
+	// GenAuth: the configured tenant, or the sandbox.
+	w := &worker{log: log}
+	gcfg := genauth.Config{AppHost: s.AppHost, AppID: s.AppID, HeaderPrefix: s.HeaderPrefix, Lang: s.Lang, Timeout: s.GenAuthTimeout}
+	if s.AppHost == "" {
+		if s.AppID != "" {
+			return errors.New("GENAUTH_APP_ID is set but GENAUTH_APP_HOST is not")
+		}
+		fake, err := genauthtest.Listen("127.0.0.1:0", genauthtest.Options{Window: time.Minute})
+		if err != nil {
+			return fmt.Errorf("start sandbox GenAuth: %w", err)
+		}
+		defer fake.Close()
+		w.sandbox = fake
+		gcfg.AppHost, gcfg.AppID = fake.URL(), fake.AppID()
+		log.Warn().Str("genauth", fake.URL()).Msg("SANDBOX: GENAUTH_APP_HOST is not set; calls go to a built-in fake GenAuth and NO REAL SMS IS SENT")
+	} else if s.AppID == "" {
+		return errors.New("GENAUTH_APP_ID is required with GENAUTH_APP_HOST")
+	}
+	client, err := genauth.New(gcfg)
+	if err != nil {
+		return err
+	}
+
+	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window})
+	if err != nil {
+		return fmt.Errorf("SMSQ_WINDOW: %w", err)
+	}
+	journal, err := history.New(history.Config{Client: rdb, Retention: s.Retention})
+	if err != nil {
+		return fmt.Errorf("SMSQ_RETENTION: %w", err)
+	}
+	handlerLog := log.With().Str("component", "handler").Logger()
+	handler, err := tasks.NewHandler(tasks.HandlerConfig{
+		Sender: client, Reservations: store, Journal: journal, Classifier: classifier,
+		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog,
+	})
+	if err != nil {
+		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)
+	}
+
+	alog := &logging.Asynq{Log: log, Every: 30 * time.Second}
+	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              s.Concurrency,
+		Queues:                   queues,
+		StrictPriority:           s.StrictPriority,
+		RetryDelayFunc:           tasks.RetryDelay,
+		IsFailure:                tasks.IsFailure,
+		Logger:                   alog,
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          s.ShutdownTimeout,
+		TaskCheckInterval:        s.PollInterval,
+		DelayedTaskCheckInterval: time.Second,
+		HealthCheckFunc: func(err error) {
+			if err != nil {
+				alog.Error("Redis health check failed: ", err)
+			}
+		},
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendSMS, handler)
+	if err := w.srv.Start(mux); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
+		Int("concurrency", s.Concurrency).Str("queues", config.FormatWeights(queues)).
+		Msg("worker started")
+	if h != nil && h.ready != nil {
+		h.ready(w)
+	}
+	<-ctx.Done()
+	log.Info().Msg("shutting down: waiting for running tasks")
+	w.srv.Shutdown()
+	log.Info().Msg("worker stopped")
+	return nil
+}

@@ -1,0 +1,105 @@
+// Package logging builds the zerolog logger of a command and adapts it for
+// asynq, whose own messages would otherwise go to the standard logger in
+// another format.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// New returns a logger writing to w at level ("debug", "info", "warn",
+// "error") in format ("json", "console", or "auto": console on a terminal,
+// JSON otherwise).
+func New(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(level)))
+	if err != nil || lvl == zerolog.NoLevel {
+		return zerolog.Nop(), fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	case "auto", "":
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	default:
+		return zerolog.Nop(), fmt.Errorf("log format %q: want json, console or auto", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// Asynq adapts a zerolog logger to asynq.Logger. A message repeated within
+// Every is logged once, then once more with the count of repeats when the
+// interval ends, so that an outage is reported once per interval and not
+// once per poll.
+type Asynq struct {
+	Log   zerolog.Logger
+	Every time.Duration
+
+	mu   sync.Mutex
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	first time.Time
+	count int
+}
+
+func (a *Asynq) emit(ev *zerolog.Event, args []any) {
+	msg := fmt.Sprint(args...)
+	if a.Every > 0 {
+		a.mu.Lock()
+		if a.seen == nil {
+			a.seen = map[string]*repeat{}
+		}
+		now := time.Now()
+		r := a.seen[msg]
+		if r != nil && now.Sub(r.first) < a.Every {
+			r.count++
+			a.mu.Unlock()
+			ev.Discard()
+			return
+		}
+		suppressed := 0
+		if r != nil {
+			suppressed = r.count
+		}
+		a.seen[msg] = &repeat{first: now}
+		if len(a.seen) > 1000 {
+			// Bound memory: messages carrying IDs are not repeats anyway.
+			clear(a.seen)
+		}
+		a.mu.Unlock()
+		if suppressed > 0 {
+			ev = ev.Int("repeated", suppressed)
+		}
+	}
+	ev.Str("component", "asynq").Msg(msg)
+}
+
+// Debug logs at debug level.
+func (a *Asynq) Debug(args ...any) { a.emit(a.Log.Debug(), args) }
+
+// Info logs at info level.
+func (a *Asynq) Info(args ...any) { a.emit(a.Log.Info(), args) }
+
+// Warn logs at warn level.
+func (a *Asynq) Warn(args ...any) { a.emit(a.Log.Warn(), args) }
+
+// Error logs at error level.
+func (a *Asynq) Error(args ...any) { a.emit(a.Log.Error(), args) }
+
+// Fatal logs at error level and exits, as asynq expects of it.
+func (a *Asynq) Fatal(args ...any) {
+	a.emit(a.Log.Error(), args)
+	os.Exit(1)
+}

@@ -1,0 +1,158 @@
+// Package phone turns what people type as a phone number into one canonical
+// mobile number, so that one phone always maps to one reservation, and masks
+// numbers for everything a person can read.
+//
+// Parsing and validation use github.com/nyaruka/phonenumbers, the Go port of
+// Google's libphonenumber; this package never hand-rolls numbering rules.
+package phone
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// DefaultCountryCode is used when neither the number nor the caller names a
+// country, as GenAuth does.
+const DefaultCountryCode = "+86"
+
+// maxInput bounds the input handed to the parser; real numbers are far shorter.
+const maxInput = 64
+
+// ErrInvalid is wrapped by every error Parse returns.
+var ErrInvalid = errors.New("invalid phone number")
+
+// Number is a validated mobile number.
+type Number struct {
+	// E164 is the canonical form, e.g. "+8613800138000".
+	E164 string
+	// CountryCode is the calling code with its plus, e.g. "+86".
+	CountryCode string
+	// National is the national significant number, digits only, e.g. "13800138000".
+	National string
+}
+
+// Parse validates input as a mobile number. input may be in E.164 form
+// ("+8613800138000"), or national with ordinary formatting ("138 0013-8000",
+// "(415) 555-2671") together with countryCode ("+86", "86", or "" for
+// DefaultCountryCode). When input starts with "+" its own country code is
+// used, and a countryCode that disagrees with it is an error.
+func Parse(input, countryCode string) (Number, error) {
+	raw := strings.TrimSpace(input)
+	if raw == "" {
+		return Number{}, fmt.Errorf("%w: phone number is empty", ErrInvalid)
+	}
+	if len(raw) > maxInput {
+		return Number{}, fmt.Errorf("%w: phone number is %d characters long (at most %d)", ErrInvalid, len(raw), maxInput)
+	}
+	cc, err := parseCountryCode(countryCode)
+	if err != nil {
+		return Number{}, err
+	}
+	region := "ZZ"
+	if !strings.HasPrefix(raw, "+") {
+		if cc == 0 {
+			cc = 86
+		}
+		region = phonenumbers.GetRegionCodeForCountryCode(cc)
+		if region == "ZZ" || region == "" {
+			return Number{}, fmt.Errorf("%w: unknown country code %q", ErrInvalid, countryCode)
+		}
+	}
+	num, err := phonenumbers.Parse(raw, region)
+	if err != nil {
+		return Number{}, fmt.Errorf("%w: %q: %v", ErrInvalid, Mask(raw), err)
+	}
+	got := int(num.GetCountryCode())
+	if cc != 0 && got != cc {
+		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is %q", ErrInvalid, Mask(raw), got, countryCode)
+	}
+	if !phonenumbers.IsValidNumber(num) {
+		return Number{}, fmt.Errorf("%w: %q is not a valid number for country code +%d", ErrInvalid, Mask(raw), got)
+	}
+	switch phonenumbers.GetNumberType(num) {
+	case phonenumbers.MOBILE, phonenumbers.FIXED_LINE_OR_MOBILE:
+	default:
+		return Number{}, fmt.Errorf("%w: %q is not a mobile number", ErrInvalid, Mask(raw))
+	}
+	return Number{
+		E164:        phonenumbers.Format(num, phonenumbers.E164),
+		CountryCode: "+" + strconv.Itoa(got),
+		National:    phonenumbers.GetNationalSignificantNumber(num),
+	}, nil
+}
+
+// parseCountryCode accepts "+86", "86", "0086" or "" (returns 0).
+func parseCountryCode(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	digits := strings.TrimLeft(strings.TrimPrefix(s, "+"), "0")
+	n, err := strconv.Atoi(digits)
+	if err != nil || n <= 0 || n > 999 || len(digits) > 3 {
+		return 0, fmt.Errorf("%w: phoneCountryCode %q is not a calling code like +86", ErrInvalid, s)
+	}
+	if phonenumbers.GetRegionCodeForCountryCode(n) == "ZZ" {
+		return 0, fmt.Errorf("%w: phoneCountryCode %q is not an assigned calling code", ErrInvalid, s)
+	}
+	return n, nil
+}
+
+// String returns the masked form, so that a Number printed by mistake
+// never leaks.
+func (n Number) String() string { return n.Masked() }
+
+// Masked returns the number with the middle of the national part hidden,
+// e.g. "+86 138****8000".
+func (n Number) Masked() string {
+	return n.CountryCode + " " + maskDigits(n.National)
+}
+
+// Mask hides the middle of any string that may hold a phone number, for
+// input that did not parse. Only digits are hidden; at most the first three
+// and last four digits stay visible, fewer for short inputs.
+func Mask(s string) string {
+	if len(s) > maxInput {
+		s = s[:maxInput]
+	}
+	var digits int
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			digits++
+		}
+	}
+	head, tail := visible(digits)
+	var b strings.Builder
+	i := 0
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			if i >= head && i < digits-tail {
+				r = '*'
+			}
+			i++
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func maskDigits(d string) string { return Mask(d) }
+
+// visible returns how many leading and trailing digits of a number with n
+// digits may be shown: never more than half of them.
+func visible(n int) (head, tail int) {
+	switch {
+	case n >= 11:
+		return 3, 4
+	case n >= 8:
+		return 2, 2
+	case n >= 4:
+		return 0, 2
+	default:
+		return 0, 0
+	}
+}

@@ -1,0 +1,459 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/phone"
+)
+
+// Sender sends one SMS through GenAuth, one attempt per call.
+type Sender interface {
+	SendSMS(ctx context.Context, req genauth.SendSMSRequest) (*genauth.Response, error)
+}
+
+// Reserver holds the (phone, channel) reservations.
+type Reserver interface {
+	Acquire(ctx context.Context, e164, channel, owner string) (dedupe.Acquired, dedupe.Reservation, error)
+	MarkSent(ctx context.Context, e164, channel, owner string) error
+	MarkUnknown(ctx context.Context, e164, channel, owner string) error
+	Release(ctx context.Context, e164, channel, owner string) (bool, error)
+	Window() time.Duration
+}
+
+// Journal keeps each task's state across attempts.
+type Journal interface {
+	Begin(ctx context.Context, taskID string, now time.Time) (history.Begun, error)
+	Record(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool) error
+}
+
+// Observer is told the result of every attempt (metrics).
+type Observer interface {
+	Observe(r Result)
+}
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	Sender       Sender   // required
+	Reservations Reserver // required
+	Journal      Journal  // required
+	// Classifier maps GenAuth answers to classes; the zero value uses the
+	// defaults.
+	Classifier genauth.Classifier
+	// OnHeld is the default held-reservation policy: OnHeldDedupe (default)
+	// or OnHeldDefer.
+	OnHeld string
+	// SendBy is the default deadline after enqueue (or after the first
+	// attempt, for payloads without enqueuedAt); default DefaultSendBy.
+	SendBy time.Duration
+	// Logger receives one line per attempt; default: none.
+	Logger *zerolog.Logger
+	// Observer, when set, is told every attempt's result.
+	Observer Observer
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Handler processes genauth:send_sms tasks.
+type Handler struct {
+	sender     Sender
+	resv       Reserver
+	journal    Journal
+	classifier genauth.Classifier
+	onHeld     string
+	sendBy     time.Duration
+	log        zerolog.Logger
+	observer   Observer
+	now        func() time.Time
+}
+
+var _ asynq.Handler = (*Handler)(nil)
+
+// NewHandler validates cfg and returns a Handler.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Sender == nil {
+		return nil, errors.New("tasks: HandlerConfig.Sender is required")
+	}
+	if cfg.Reservations == nil {
+		return nil, errors.New("tasks: HandlerConfig.Reservations is required")
+	}
+	if cfg.Journal == nil {
+		return nil, errors.New("tasks: HandlerConfig.Journal is required")
+	}
+	switch cfg.OnHeld {
+	case "":
+		cfg.OnHeld = OnHeldDedupe
+	case OnHeldDedupe, OnHeldDefer:
+	default:
+		return nil, fmt.Errorf("tasks: OnHeld %q: must be %q or %q", cfg.OnHeld, OnHeldDedupe, OnHeldDefer)
+	}
+	if cfg.SendBy == 0 {
+		cfg.SendBy = DefaultSendBy
+	}
+	if cfg.SendBy < 0 {
+		return nil, fmt.Errorf("tasks: SendBy %s: must be positive", cfg.SendBy)
+	}
+	log := zerolog.Nop()
+	if cfg.Logger != nil {
+		log = *cfg.Logger
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Handler{
+		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
+		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
+		log: log, observer: cfg.Observer, now: cfg.Now,
+	}, nil
+}
+
+// bookkeepingTimeout bounds the Redis writes made after the task's own
+// context may have ended (shutdown, task timeout): the outcome of a call
+// that was made must still be recorded.
+const bookkeepingTimeout = 5 * time.Second
+
+// attempt carries one run of the handler.
+type attempt struct {
+	task      *asynq.Task
+	id        string
+	start     time.Time
+	lastTry   bool // asynq archives this task whatever error it returns
+	log       zerolog.Logger
+	res       Result
+	phoneHash string
+	v         Validated
+	deadline  time.Time
+	begun     history.Begun
+}
+
+// ProcessTask runs one attempt: validate, check the deadline, reserve the
+// (phone, channel) pair, call GenAuth, classify the answer, record it.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var m taskMeta
+	m.id, _ = asynq.GetTaskID(ctx)
+	m.retried, _ = asynq.GetRetryCount(ctx)
+	m.maxRetry, _ = asynq.GetMaxRetry(ctx)
+	m.queue, _ = asynq.GetQueueName(ctx)
+	return h.processTask(ctx, t, m)
+}
+
+// taskMeta is what asynq puts in a task's context. asynq offers no way to
+// build such a context outside its server, so tests call processTask.
+type taskMeta struct {
+	id       string
+	retried  int
+	maxRetry int
+	queue    string
+}
+
+func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) error {
+	a := &attempt{task: t, start: h.now(), id: m.id}
+	a.res.Queue = m.queue
+	a.res.Retried = m.retried
+	a.lastTry = m.retried >= m.maxRetry
+	a.log = h.log.With().Str("task_id", a.id).Str("queue", a.res.Queue).Int("retry", m.retried).Logger()
+	if a.id == "" {
+		// Only a caller outside asynq gets here; without an ID there is no
+		// reservation owner, so refuse rather than risk a double send.
+		return fmt.Errorf("tasks: no task ID in context: %w", asynq.SkipRetry)
+	}
+
+	p, err := Decode(t.Payload())
+	if err == nil {
+		a.v, err = p.Validate()
+	}
+	if err != nil {
+		a.res.Channel = clip(p.Channel, 40)
+		a.res.Phone = phone.Mask(p.PhoneNumber)
+		return h.final(ctx, a, OutcomeInvalid, err.Error(), fmt.Errorf("%w: %w", err, asynq.SkipRetry))
+	}
+	a.res.Channel = string(a.v.Channel)
+	a.res.Phone = a.v.Phone.Masked()
+	a.res.SendBy = a.v.SendBy
+	a.res.EnqueuedAt = a.v.EnqueuedAt
+	a.phoneHash = dedupe.PhoneHash(a.v.Phone.E164)
+	a.log = a.log.With().Str("channel", a.res.Channel).Str("phone", a.res.Phone).Logger()
+
+	a.begun, err = h.journal.Begin(ctx, a.id, a.start)
+	if err != nil {
+		a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
+		return err
+	}
+	a.res.Attempt = a.begun.Attempt
+	a.res.FirstAttemptAt = a.begun.FirstSeen
+	a.res.UnknownAttempts = a.begun.UnknownAttempts
+	if IsFinal(a.begun.Outcome) {
+		// A redelivery (crash, shutdown requeue) of a task that finished.
+		a.log.Info().Str("outcome", a.begun.Outcome).Msg("task already finished; redelivery ignored")
+		return nil
+	}
+
+	a.deadline = a.v.SendBy
+	if a.deadline.IsZero() {
+		base := a.v.EnqueuedAt
+		if base.IsZero() {
+			base = a.begun.FirstSeen
+		}
+		a.deadline = base.Add(h.sendBy)
+	}
+	a.res.SendBy = a.deadline
+	if !a.start.Before(a.deadline) {
+		return h.final(ctx, a, OutcomeExpired, "send-by deadline passed before the SMS could be sent", nil)
+	}
+
+	e164, ch := a.v.Phone.E164, string(a.v.Channel)
+	acq, resv, err := h.resv.Acquire(ctx, e164, ch, a.id)
+	switch {
+	case errors.Is(err, dedupe.ErrHeld):
+		return h.held(ctx, a, resv.Owner, resv.TTL)
+	case err != nil:
+		a.log.Warn().Err(err).Msg("cannot take reservation; will retry")
+		return err
+	}
+	if acq == dedupe.AcquiredReentered {
+		if resv.State == dedupe.StateSent {
+			return h.final(ctx, a, OutcomeSent, "sent by an earlier attempt of this task", nil)
+		}
+		// An earlier attempt of this task took the reservation and did not
+		// finish: its call may be in flight or its answer lost.
+		counted := resv.State == dedupe.StateReserved
+		if counted {
+			if err := h.resv.MarkUnknown(bookkeeping(ctx), e164, ch, a.id); err != nil {
+				a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
+			}
+			resv.TTL = h.resv.Window()
+		}
+		return h.unknown(ctx, a, resv.TTL, counted, "an earlier attempt of this task ended without an answer")
+	}
+	if err := ctx.Err(); err != nil {
+		h.release(ctx, a)
+		return err
+	}
+
+	callStart := h.now()
+	resp, callErr := h.sender.SendSMS(ctx, genauth.SendSMSRequest{
+		Channel:          a.v.Channel,
+		PhoneNumber:      a.v.Phone.National,
+		PhoneCountryCode: a.v.Phone.CountryCode,
+		ClientIP:         a.v.ClientIP,
+		Lang:             a.v.Lang,
+	})
+	a.res.GenAuthMS = h.now().Sub(callStart).Milliseconds()
+	var gerr *genauth.Error
+	switch {
+	case resp != nil:
+		a.res.HTTPStatus, a.res.StatusCode, a.res.APICode = resp.HTTPStatus, resp.StatusCode, resp.APICode
+		a.res.Message, a.res.RequestID = clip(resp.Message, 200), resp.RequestID
+	case errors.As(callErr, &gerr):
+		a.res.HTTPStatus, a.res.StatusCode, a.res.APICode = gerr.HTTPStatus, gerr.StatusCode, gerr.APICode
+		a.res.Message, a.res.RequestID = clip(gerr.Message, 200), gerr.RequestID
+	}
+	class := h.classifier.Classify(resp, callErr)
+	a.res.Class = class.String()
+	if a.res.RequestID != "" {
+		a.log = a.log.With().Str("genauth_request_id", a.res.RequestID).Logger()
+	}
+
+	switch class {
+	case genauth.ClassSent:
+		h.markSent(ctx, a)
+		return h.final(ctx, a, OutcomeSent, "", nil)
+	case genauth.ClassDuplicate:
+		// GenAuth holds a live code for this pair: keep our reservation for
+		// the full window so that other tasks see it too.
+		h.markSent(ctx, a)
+		if a.begun.UnknownAttempts > 0 {
+			return h.final(ctx, a, OutcomeSent, "GenAuth's one-minute rule confirms that an earlier attempt was sent", nil)
+		}
+		return h.held(ctx, a, "genauth", h.resv.Window())
+	case genauth.ClassThrottle:
+		h.release(ctx, a)
+		delay := DefaultThrottleDelay
+		if gerr != nil && gerr.RetryAfter > 0 {
+			delay = gerr.RetryAfter
+		}
+		return h.again(ctx, a, OutcomeThrottled, "GenAuth throttled the call", jitter(delay), false, callErr)
+	case genauth.ClassRetry:
+		h.release(ctx, a)
+		return h.again(ctx, a, OutcomeRetrying, "transient failure, nothing sent", 0, true, callErr)
+	case genauth.ClassUnknown:
+		if err := h.resv.MarkUnknown(bookkeeping(ctx), e164, ch, a.id); err != nil {
+			a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
+		}
+		return h.unknown(ctx, a, h.resv.Window(), true, errText(callErr))
+	default: // genauth.ClassPermanent
+		h.release(ctx, a)
+		return h.final(ctx, a, OutcomeFailed, errText(callErr), fmt.Errorf("%w: %w", callErr, asynq.SkipRetry))
+	}
+}
+
+// held handles a reservation held by another task (or by GenAuth's own
+// minute rule) according to the task's policy.
+func (h *Handler) held(ctx context.Context, a *attempt, holder string, ttl time.Duration) error {
+	a.res.Holder = holder
+	a.res.ReservedForMS = ttl.Milliseconds()
+	policy := a.v.OnHeld
+	if policy == "" {
+		policy = h.onHeld
+	}
+	if policy == OnHeldDedupe {
+		return h.final(ctx, a, OutcomeDeduplicated, "a code sent to this phone on this channel inside the window is still valid", nil)
+	}
+	delay := jitter(ttl)
+	if !a.start.Add(delay).Before(a.deadline) {
+		return h.final(ctx, a, OutcomeExpired, "reservation held past the send-by deadline", nil)
+	}
+	return h.again(ctx, a, OutcomeDeferred, "reservation held; runs again when it expires", delay, false, errors.New("reservation held by "+holder))
+}
+
+// unknown handles an attempt whose call may have sent the SMS: no new call
+// before the window ends, and none at all past the deadline.
+func (h *Handler) unknown(ctx context.Context, a *attempt, wait time.Duration, counted bool, reason string) error {
+	if counted {
+		a.res.UnknownAttempts++
+	}
+	delay := jitter(wait)
+	if !a.start.Add(delay).Before(a.deadline) {
+		a.res.Reason = reason
+		return h.record(ctx, a, OutcomeExpired, true, "outcome of the last call unknown (the SMS may have been sent); deadline passes before the window ends: "+reason, counted, nil)
+	}
+	return h.again(ctx, a, OutcomeUnknown, reason, delay, false, errors.New("outcome unknown: "+reason))
+}
+
+// again ends an attempt that will be retried. On the last try asynq
+// archives whatever the handler returns, so the task is recorded as failed.
+func (h *Handler) again(ctx context.Context, a *attempt, outcome, reason string, delay time.Duration, failure bool, cause error) error {
+	if cause == nil {
+		cause = errors.New(reason)
+	}
+	if a.lastTry {
+		return h.final(ctx, a, OutcomeFailed, "retries exhausted; last attempt: "+outcome+": "+reason+": "+errText(cause), cause)
+	}
+	a.res.RetryInMS = delay.Milliseconds()
+	err := cause
+	if delay > 0 || !failure {
+		err = &delayError{err: cause, delay: delay, failure: failure}
+	}
+	return h.record(ctx, a, outcome, false, reason+": "+errText(cause), outcome == OutcomeUnknown, err)
+}
+
+// final records a final outcome and returns ret (nil for outcomes that
+// complete the task).
+func (h *Handler) final(ctx context.Context, a *attempt, outcome, reason string, ret error) error {
+	return h.record(ctx, a, outcome, true, reason, false, ret)
+}
+
+func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final bool, reason string, unknownAttempt bool, ret error) error {
+	end := h.now()
+	r := &a.res
+	r.Outcome, r.Final, r.Reason = outcome, final, clip(reason, 500)
+	r.FinishedAt = end.UTC()
+	r.DurationMS = end.Sub(a.start).Milliseconds()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	var recErr error
+	if w := a.task.ResultWriter(); w != nil {
+		if _, err := w.Write(data); err != nil {
+			recErr = fmt.Errorf("write task result: %w", err)
+		}
+	}
+	if a.phoneHash != "" || final {
+		e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
+		if err := h.journal.Record(bctx, a.phoneHash, e, unknownAttempt); err != nil && recErr == nil {
+			recErr = err
+		}
+	}
+	if h.observer != nil {
+		h.observer.Observe(*r)
+	}
+
+	ev := event(a, outcome)
+	ev.Str("outcome", outcome).Bool("final", final).Int("attempt", r.Attempt).
+		Dur("duration", end.Sub(a.start))
+	if r.StatusCode != 0 || r.HTTPStatus != 0 {
+		ev.Int("status_code", r.StatusCode).Int("http_status", r.HTTPStatus).Str("class", r.Class)
+	}
+	if r.APICode != 0 {
+		ev.Int("api_code", r.APICode)
+	}
+	if r.Holder != "" {
+		ev.Str("holder", r.Holder)
+	}
+	if r.RetryInMS > 0 {
+		ev.Int64("retry_in_ms", r.RetryInMS)
+	}
+	if reason != "" {
+		ev.Str("reason", r.Reason)
+	}
+	ev.Msg("send_sms attempt")
+
+	if recErr != nil {
+		a.log.Error().Err(recErr).Str("outcome", outcome).Msg("cannot record outcome")
+		if final && ret == nil {
+			// Retrying records the outcome later: the reservation state and
+			// the journal make the rerun safe.
+			return recErr
+		}
+	}
+	return ret
+}
+
+// event picks the level: Error for a final failure, Warn for a failure
+// that will be retried, Info for everything else.
+func event(a *attempt, outcome string) *zerolog.Event {
+	switch outcome {
+	case OutcomeFailed, OutcomeInvalid:
+		return a.log.Error()
+	case OutcomeRetrying, OutcomeUnknown:
+		return a.log.Warn()
+	default:
+		return a.log.Info()
+	}
+}
+
+func (h *Handler) markSent(ctx context.Context, a *attempt) {
+	if err := h.resv.MarkSent(bookkeeping(ctx), a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
+		a.log.Warn().Err(err).Msg("cannot mark reservation sent")
+	}
+}
+
+func (h *Handler) release(ctx context.Context, a *attempt) {
+	if _, err := h.resv.Release(bookkeeping(ctx), a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
+		a.log.Warn().Err(err).Msg("cannot release reservation; it expires by itself")
+	}
+}
+
+// bookkeeping returns a context for Redis writes that must happen even when
+// the task's context has ended. Its cancel is left to the timeout.
+func bookkeeping(ctx context.Context) context.Context {
+	c, _ := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout) //nolint:govet // ends by its timeout
+	return c
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// clip bounds strings copied from untrusted input into results and logs.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

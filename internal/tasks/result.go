@@ -1,0 +1,83 @@
+package tasks
+
+import "time"
+
+// Outcomes recorded on tasks. Final outcomes end a task; the others describe
+// an attempt after which the task runs again.
+const (
+	// OutcomeSent: GenAuth accepted the send (body statusCode 200), or
+	// answered 422 to the retry of an attempt whose answer was lost.
+	OutcomeSent = "sent"
+	// OutcomeDeduplicated: another task (or another system) sent a code to
+	// this phone on this channel inside the window; that code is still valid.
+	OutcomeDeduplicated = "deduplicated"
+	// OutcomeExpired: the send-by deadline passed before a send was possible.
+	OutcomeExpired = "expired"
+	// OutcomeFailed: GenAuth refused for good (bad argument, auth, quota) or
+	// retries ran out.
+	OutcomeFailed = "failed"
+	// OutcomeInvalid: the payload does not parse or holds invalid fields.
+	OutcomeInvalid = "invalid"
+
+	// OutcomeRetrying: a transient failure; nothing was sent; retried with backoff.
+	OutcomeRetrying = "retrying"
+	// OutcomeThrottled: GenAuth asked to slow down; retried after its delay
+	// without counting as a failure.
+	OutcomeThrottled = "throttled"
+	// OutcomeDeferred: the reservation is held; the task runs again when it
+	// expires.
+	OutcomeDeferred = "deferred"
+	// OutcomeUnknown: the call may have sent the SMS (timeout or dropped
+	// connection after the request left); retried only after the window.
+	OutcomeUnknown = "unknown"
+)
+
+// FinalOutcomes lists the outcomes that end a task.
+var FinalOutcomes = []string{OutcomeSent, OutcomeDeduplicated, OutcomeExpired, OutcomeFailed, OutcomeInvalid}
+
+// IsFinal reports whether outcome ends a task.
+func IsFinal(outcome string) bool {
+	for _, o := range FinalOutcomes {
+		if o == outcome {
+			return true
+		}
+	}
+	return false
+}
+
+// Result is the JSON written on the task (asynq ResultWriter, visible in
+// asynqmon and through asynq's Inspector) and into the history store after
+// every attempt. The phone is always masked.
+type Result struct {
+	Outcome string `json:"outcome"`
+	Final   bool   `json:"final"`
+	Reason  string `json:"reason,omitempty"`
+
+	Channel string `json:"channel,omitempty"`
+	Phone   string `json:"phone,omitempty"`
+	Queue   string `json:"queue,omitempty"`
+
+	// GenAuth's answer to the last call, when there was one.
+	HTTPStatus int    `json:"httpStatus,omitempty"`
+	StatusCode int    `json:"statusCode,omitempty"`
+	APICode    int    `json:"apiCode,omitempty"`
+	Message    string `json:"message,omitempty"`
+	RequestID  string `json:"requestId,omitempty"`
+	Class      string `json:"class,omitempty"`
+
+	// Holder is the task holding the reservation, for deduplicated and
+	// deferred outcomes ("genauth" when GenAuth's own minute rule refused).
+	Holder        string `json:"holder,omitempty"`
+	ReservedForMS int64  `json:"reservedForMs,omitempty"`
+
+	Attempt         int       `json:"attempt"`
+	Retried         int       `json:"retried"`
+	UnknownAttempts int       `json:"unknownAttempts,omitempty"`
+	RetryInMS       int64     `json:"retryInMs,omitempty"`
+	SendBy          time.Time `json:"sendBy,omitzero"`
+	EnqueuedAt      time.Time `json:"enqueuedAt,omitzero"`
+	FirstAttemptAt  time.Time `json:"firstAttemptAt,omitzero"`
+	FinishedAt      time.Time `json:"finishedAt"`
+	DurationMS      int64     `json:"durationMs"`
+	GenAuthMS       int64     `json:"genauthMs,omitempty"`
+}

@@ -1,0 +1,76 @@
+package tasks
+
+import (
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/smsq/smsq/internal/genauth"
+)
+
+// Queues served by default, with their weights: interactive channels go to
+// critical, batch work to low.
+const (
+	QueueCritical = "critical"
+	QueueDefault  = "default"
+	QueueLow      = "low"
+)
+
+// DefaultQueues is the worker's default queue configuration.
+func DefaultQueues() map[string]int {
+	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueLow: 1}
+}
+
+// Defaults for task options. MaxRetry is small because a verification code
+// is useless after a few minutes; the send-by deadline bounds retries anyway.
+// Timeout stays above the GenAuth client's 10 s so that the client, not
+// asynq, decides a slow call's outcome.
+const (
+	DefaultMaxRetry  = 5
+	DefaultTimeout   = 30 * time.Second
+	DefaultRetention = 24 * time.Hour
+	DefaultSendBy    = 5 * time.Minute
+)
+
+// QueueFor returns the queue for a channel: a user is waiting at a login or
+// MFA prompt, so those channels go to critical.
+func QueueFor(ch genauth.Channel) string {
+	switch ch {
+	case genauth.ChannelLogin, genauth.ChannelVerifyMFA:
+		return QueueCritical
+	default:
+		return QueueDefault
+	}
+}
+
+// NewTask validates p and returns the task to enqueue with options suited
+// to OTP work. The payload is stored normalised (national number plus
+// country code), EnqueuedAt is stamped with now, and SendBy defaults to
+// now + DefaultSendBy. Extra options (asynq.Queue, asynq.ProcessIn, ...)
+// override the defaults.
+func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Validated, error) {
+	v, err := p.Validate()
+	if err != nil {
+		return nil, v, err
+	}
+	if v.EnqueuedAt.IsZero() {
+		v.EnqueuedAt = now.UTC().Truncate(time.Millisecond)
+	}
+	if v.SendBy.IsZero() {
+		v.SendBy = v.EnqueuedAt.Add(DefaultSendBy)
+	}
+	data, err := v.Encode()
+	if err != nil {
+		return nil, v, err
+	}
+	base := []asynq.Option{
+		asynq.MaxRetry(DefaultMaxRetry),
+		asynq.Timeout(DefaultTimeout),
+		asynq.Retention(DefaultRetention),
+		asynq.Queue(QueueFor(v.Channel)),
+	}
+	if v.IdempotencyKey != "" {
+		base = append(base, asynq.TaskID(v.IdempotencyKey))
+	}
+	return asynq.NewTask(TypeSendSMS, data, append(base, opts...)...), v, nil
+}

@@ -1,0 +1,191 @@
+// Package smsq is the producer side of smsq: backend services call Send to
+// queue an SMS verification code, and never think about duplicates. A
+// worker (cmd/worker) delivers it through GenAuth, at most once per phone
+// and channel inside GenAuth's one-minute window.
+//
+// Send validates and normalises the request before anything reaches Redis,
+// so a bad phone number or channel is an error here and not a failed task
+// later.
+package smsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/tasks"
+)
+
+// TaskType is the asynq task type smsq workers process.
+const TaskType = tasks.TypeSendSMS
+
+// Queues a task can go to.
+const (
+	QueueCritical = tasks.QueueCritical
+	QueueDefault  = tasks.QueueDefault
+	QueueLow      = tasks.QueueLow
+)
+
+// Errors returned by Send; test with errors.Is.
+var (
+	// ErrInvalidRequest: the request has a bad field; the message names it.
+	ErrInvalidRequest = tasks.ErrInvalidPayload
+	// ErrDuplicate: a task with the same idempotency key is still retained.
+	ErrDuplicate = errors.New("smsq: a task with this idempotency key already exists")
+)
+
+// Request is one SMS verification code to send.
+type Request struct {
+	// Channel is one of GenAuth's eleven channels, e.g. "CHANNEL_LOGIN".
+	Channel string
+	// Phone is E.164 ("+8613800138000") or national with ordinary
+	// formatting ("138 0013 8000") together with CountryCode.
+	Phone string
+	// CountryCode is the calling code for a national Phone, "+86" by default.
+	CountryCode string
+	// ClientIP is the end user's IP, forwarded to GenAuth as x-real-ip.
+	ClientIP string
+	// Lang is the SMS language: zh-CN, en-US, ja-JP or zh-TW.
+	Lang string
+}
+
+// Receipt describes a queued task.
+type Receipt struct {
+	TaskID     string
+	Queue      string
+	Channel    string
+	Phone      string // masked, e.g. "+86 138****8000"
+	EnqueuedAt time.Time
+	SendBy     time.Time
+}
+
+type options struct {
+	key    string
+	queue  string
+	delay  time.Duration
+	sendBy time.Time
+	ttl    time.Duration
+	onHeld string
+}
+
+// Option changes how a request is queued.
+type Option func(*options)
+
+// WithIdempotencyKey makes the key the task ID: a second Send with the same
+// key returns ErrDuplicate while the first task is retained.
+func WithIdempotencyKey(key string) Option { return func(o *options) { o.key = key } }
+
+// WithQueue overrides the queue chosen by channel (critical for login and
+// MFA verification, default otherwise).
+func WithQueue(q string) Option { return func(o *options) { o.queue = q } }
+
+// WithDelay sends no earlier than d from now.
+func WithDelay(d time.Duration) Option { return func(o *options) { o.delay = d } }
+
+// WithSendBy sets the deadline after which the SMS is not sent at all.
+func WithSendBy(t time.Time) Option { return func(o *options) { o.sendBy = t } }
+
+// WithSendWithin sets the deadline relative to now (default 5 minutes).
+func WithSendWithin(d time.Duration) Option { return func(o *options) { o.ttl = d } }
+
+// WithDeferWhenHeld makes the task wait for an earlier code's window to end
+// and then send, instead of completing as deduplicated.
+func WithDeferWhenHeld() Option { return func(o *options) { o.onHeld = tasks.OnHeldDefer } }
+
+// Client queues requests. It is safe for concurrent use.
+type Client struct {
+	c   *asynq.Client
+	rdb redis.UniversalClient
+	own bool
+	now func() time.Time
+}
+
+// NewClient connects to the Redis at redisURL (see README for URL forms).
+func NewClient(redisURL string) (*Client, error) {
+	rdb, err := redisconn.Open(redisURL, redisconn.Options{DialTimeout: 2 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	c := NewClientFromRedis(rdb)
+	c.own = true
+	return c, nil
+}
+
+// NewClientFromRedis uses an existing go-redis client, which the caller
+// keeps and closes.
+func NewClientFromRedis(rdb redis.UniversalClient) *Client {
+	return &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, now: time.Now}
+}
+
+// Close releases the connection if NewClient opened it.
+func (c *Client) Close() error {
+	if c.own {
+		return c.rdb.Close()
+	}
+	return nil
+}
+
+// Prepare validates req and returns the task Send would enqueue, without
+// touching Redis (batch dry runs use it).
+func Prepare(req Request, now time.Time, opts ...Option) (*asynq.Task, tasks.Validated, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p := tasks.Payload{
+		Channel: req.Channel, PhoneNumber: req.Phone, PhoneCountryCode: req.CountryCode,
+		ClientIP: req.ClientIP, Lang: req.Lang, IdempotencyKey: o.key, OnHeld: o.onHeld,
+	}
+	switch {
+	case !o.sendBy.IsZero():
+		p.SendBy = o.sendBy.UTC()
+	case o.ttl > 0:
+		p.SendBy = now.Add(o.delay + o.ttl).UTC()
+	case o.delay > 0:
+		p.SendBy = now.Add(o.delay + tasks.DefaultSendBy).UTC()
+	}
+	if o.delay < 0 || o.ttl < 0 {
+		return nil, tasks.Validated{}, fmt.Errorf("%w: delay and send-within must not be negative", ErrInvalidRequest)
+	}
+	var extra []asynq.Option
+	if o.queue != "" {
+		extra = append(extra, asynq.Queue(o.queue))
+	}
+	if o.delay > 0 {
+		extra = append(extra, asynq.ProcessIn(o.delay))
+	}
+	t, v, err := tasks.NewTask(p, now, extra...)
+	if err != nil {
+		return nil, v, err
+	}
+	if !v.SendBy.After(now.Add(o.delay)) {
+		return nil, v, fmt.Errorf("%w: sendBy %s is not after the time the task becomes due", ErrInvalidRequest, v.SendBy.Format(time.RFC3339))
+	}
+	return t, v, nil
+}
+
+// Send validates req and queues it. The returned error wraps
+// ErrInvalidRequest for bad input and ErrDuplicate for a reused
+// idempotency key.
+func (c *Client) Send(ctx context.Context, req Request, opts ...Option) (Receipt, error) {
+	t, v, err := Prepare(req, c.now(), opts...)
+	if err != nil {
+		return Receipt{}, err
+	}
+	info, err := c.c.EnqueueContext(ctx, t)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		return Receipt{}, fmt.Errorf("%w: %q", ErrDuplicate, v.IdempotencyKey)
+	case err != nil:
+		return Receipt{}, fmt.Errorf("smsq: enqueue: %w", err)
+	}
+	return Receipt{
+		TaskID: info.ID, Queue: info.Queue, Channel: string(v.Channel), Phone: v.Phone.Masked(),
+		EnqueuedAt: v.EnqueuedAt, SendBy: v.SendBy,
+	}, nil
+}
