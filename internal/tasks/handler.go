@@ -227,9 +227,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		// finish: its call may be in flight or its answer lost.
 		counted := resv.State == dedupe.StateReserved
 		if counted {
-			if err := h.resv.MarkUnknown(bookkeeping(ctx), e164, ch, a.id); err != nil {
-				a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
-			}
+			h.markUnknown(ctx, a)
 			resv.TTL = h.resv.Window()
 		}
 		return h.unknown(ctx, a, resv.TTL, counted, "an earlier attempt of this task ended without an answer")
@@ -286,9 +284,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		h.release(ctx, a)
 		return h.again(ctx, a, OutcomeRetrying, "transient failure, nothing sent", 0, true, callErr)
 	case genauth.ClassUnknown:
-		if err := h.resv.MarkUnknown(bookkeeping(ctx), e164, ch, a.id); err != nil {
-			a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
-		}
+		h.markUnknown(ctx, a)
 		return h.unknown(ctx, a, h.resv.Window(), true, errText(callErr))
 	default: // genauth.ClassPermanent
 		h.release(ctx, a)
@@ -362,7 +358,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	if err != nil {
 		return err
 	}
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
 	var recErr error
 	if w := a.task.ResultWriter(); w != nil {
@@ -425,22 +421,33 @@ func event(a *attempt, outcome string) *zerolog.Event {
 }
 
 func (h *Handler) markSent(ctx context.Context, a *attempt) {
-	if err := h.resv.MarkSent(bookkeeping(ctx), a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if err := h.resv.MarkSent(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
 		a.log.Warn().Err(err).Msg("cannot mark reservation sent")
 	}
 }
 
 func (h *Handler) release(ctx context.Context, a *attempt) {
-	if _, err := h.resv.Release(bookkeeping(ctx), a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if _, err := h.resv.Release(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
 		a.log.Warn().Err(err).Msg("cannot release reservation; it expires by itself")
 	}
 }
 
 // bookkeeping returns a context for Redis writes that must happen even when
-// the task's context has ended. Its cancel is left to the timeout.
-func bookkeeping(ctx context.Context) context.Context {
-	c, _ := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout) //nolint:govet // ends by its timeout
-	return c
+// the task's context has ended (shutdown, task timeout).
+func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+}
+
+func (h *Handler) markUnknown(ctx context.Context, a *attempt) {
+	bctx, cancel := bookkeeping(ctx)
+	defer cancel()
+	if err := h.resv.MarkUnknown(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
+		a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
+	}
 }
 
 func errText(err error) string {
