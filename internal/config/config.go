@@ -103,9 +103,6 @@ func (v *value[T]) Set(s string) error {
 func bind[T any](s *Set, p *T, name, env string, def T, usage string, secret bool, parse func(string) (T, error), show func(T) string) {
 	*p = def
 	st := Setting{Flag: name, Env: env, Default: show(def), Usage: usage, Secret: secret}
-	if secret && st.Default != "" {
-		st.Default = "(set)"
-	}
 	s.settings = append(s.settings, st)
 	if env != "" {
 		raw, ok, err := s.lookup(env, secret)
@@ -163,7 +160,7 @@ func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, us
 			return 0, fmt.Errorf("%q is not a duration such as 500ms, 10s or 5m", v)
 		}
 		return d, nil
-	}, func(d time.Duration) string { return d.String() })
+	}, FormatDuration)
 }
 
 // Bool binds a boolean setting.
@@ -263,4 +260,16 @@ func FormatWeights(m map[string]int) string {
 		parts[i] = n + "=" + strconv.Itoa(m[n])
 	}
 	return strings.Join(parts, ",")
+}
+
+// FormatDuration prints d without zero units: "24h", "1m", "1m30s", "500ms".
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
