@@ -59,7 +59,7 @@ func Parse(input, countryCode string) (Number, error) {
 		}
 		region = phonenumbers.GetRegionCodeForCountryCode(cc)
 		if region == "ZZ" || region == "" {
-			return Number{}, fmt.Errorf("%w: unknown country code %q", ErrInvalid, countryCode)
+			return Number{}, fmt.Errorf("%w: unknown country code %q", ErrInvalid, Mask(countryCode))
 		}
 	}
 	num, err := phonenumbers.Parse(raw, region)
@@ -68,7 +68,7 @@ func Parse(input, countryCode string) (Number, error) {
 	}
 	got := int(num.GetCountryCode())
 	if cc != 0 && got != cc {
-		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is %q", ErrInvalid, Mask(raw), got, countryCode)
+		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is %q", ErrInvalid, Mask(raw), got, Mask(countryCode))
 	}
 	if !phonenumbers.IsValidNumber(num) {
 		return Number{}, fmt.Errorf("%w: %q is not a valid number for country code +%d", ErrInvalid, Mask(raw), got)
@@ -94,7 +94,7 @@ func parseCountryCode(s string) (int, error) {
 	digits := strings.TrimLeft(strings.TrimPrefix(s, "+"), "0")
 	n, err := strconv.Atoi(digits)
 	if err != nil || n <= 0 || n > 999 || len(digits) > 3 {
-		return 0, fmt.Errorf("%w: phoneCountryCode %q is not a calling code like +86", ErrInvalid, s)
+		return 0, fmt.Errorf("%w: phoneCountryCode %q is not a calling code like +86", ErrInvalid, Mask(s))
 	}
 	if phonenumbers.GetRegionCodeForCountryCode(n) == "ZZ" {
 		return 0, fmt.Errorf("%w: phoneCountryCode %q is not an assigned calling code", ErrInvalid, s)

@@ -68,9 +68,16 @@ func TestParseRejects(t *testing.T) {
 
 func TestErrorsNeverHoldTheFullNumber(t *testing.T) {
 	t.Parallel()
-	_, err := Parse("+86 10 6552 9988", "")
-	if err == nil || strings.Contains(strings.ReplaceAll(err.Error(), " ", ""), "1065529988") {
-		t.Fatalf("error %v shows the full number", err)
+	tests := []struct{ input, cc, full string }{
+		{"+86 10 6552 9988", "", "1065529988"},
+		{"123", "13800138000", "13800138000"},
+		{"+8613800138000", "+13800138000", "13800138000"},
+	}
+	for _, tt := range tests {
+		_, err := Parse(tt.input, tt.cc)
+		if err == nil || strings.Contains(strings.ReplaceAll(err.Error(), " ", ""), tt.full) {
+			t.Errorf("Parse(%q, %q) error %v shows the full number", tt.input, tt.cc, err)
+		}
 	}
 }
 

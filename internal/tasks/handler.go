@@ -133,6 +133,9 @@ type attempt struct {
 	v         Validated
 	deadline  time.Time
 	begun     history.Begun
+	// unknownCall is set when this attempt's own call may have sent the
+	// SMS, the only case the journal counts as an unknown attempt.
+	unknownCall bool
 }
 
 // ProcessTask runs one attempt: validate, check the deadline, reserve the
@@ -172,7 +175,8 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		a.v, err = p.Validate()
 	}
 	if err != nil {
-		a.res.Channel = clip(p.Channel, 40)
+		// Masked: a producer that swapped the fields put the number here.
+		a.res.Channel = clip(phone.Mask(p.Channel), 40)
 		a.res.Phone = phone.Mask(p.PhoneNumber)
 		return h.final(ctx, a, OutcomeInvalid, err.Error(), fmt.Errorf("%w: %w", err, asynq.SkipRetry))
 	}
@@ -317,12 +321,13 @@ func (h *Handler) unknown(ctx context.Context, a *attempt, wait time.Duration, c
 	if counted {
 		a.res.UnknownAttempts++
 	}
+	a.unknownCall = counted
 	delay := jitter(wait)
 	if !a.start.Add(delay).Before(a.deadline) {
 		a.res.Reason = reason
 		return h.record(ctx, a, OutcomeExpired, true, "outcome of the last call unknown (the SMS may have been sent); deadline passes before the window ends: "+reason, counted, nil)
 	}
-	return h.again(ctx, a, OutcomeUnknown, reason, delay, false, errors.New("outcome unknown: "+reason))
+	return h.again(ctx, a, OutcomeUnknown, "the SMS may have been sent; no new call before the window ends", delay, false, errors.New(reason))
 }
 
 // again ends an attempt that will be retried. On the last try asynq
@@ -331,15 +336,19 @@ func (h *Handler) again(ctx context.Context, a *attempt, outcome, reason string,
 	if cause == nil {
 		cause = errors.New(reason)
 	}
+	text := reason
+	if c := errText(cause); c != reason {
+		text += ": " + c
+	}
 	if a.lastTry {
-		return h.final(ctx, a, OutcomeFailed, "retries exhausted; last attempt: "+outcome+": "+reason+": "+errText(cause), cause)
+		return h.final(ctx, a, OutcomeFailed, "retries exhausted; last attempt "+outcome+": "+text, cause)
 	}
 	a.res.RetryInMS = delay.Milliseconds()
 	err := cause
 	if delay > 0 || !failure {
 		err = &delayError{err: cause, delay: delay, failure: failure}
 	}
-	return h.record(ctx, a, outcome, false, reason+": "+errText(cause), outcome == OutcomeUnknown, err)
+	return h.record(ctx, a, outcome, false, text, a.unknownCall, err)
 }
 
 // final records a final outcome and returns ret (nil for outcomes that

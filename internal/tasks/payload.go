@@ -100,7 +100,9 @@ func (p Payload) Validate() (Validated, error) {
 	var errs []error
 	ch, err := genauth.ParseChannel(p.Channel)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("channel: %w", err))
+		// The value is masked: a producer that swapped the fields put the
+		// phone number here.
+		errs = append(errs, fmt.Errorf("channel: %q is not one of %s", phone.Mask(p.Channel), channelNames()))
 	}
 	num, err := phone.Parse(p.PhoneNumber, p.PhoneCountryCode)
 	if err != nil {
@@ -136,6 +138,15 @@ func (p Payload) Validate() (Validated, error) {
 	v.Payload.PhoneNumber = num.National
 	v.Payload.PhoneCountryCode = num.CountryCode
 	return v, nil
+}
+
+func channelNames() string {
+	chs := genauth.Channels()
+	names := make([]string, len(chs))
+	for i, c := range chs {
+		names[i] = string(c)
+	}
+	return strings.Join(names, ", ")
 }
 
 // ValidateIdempotencyKey checks a key that will become an asynq task ID.

@@ -1,0 +1,285 @@
+package history_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/redistest"
+)
+
+const phoneHash = "0123456789abcdef0123456789abcdef"
+
+var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func newStore(t *testing.T, cfg history.Config) (*history.Store, *redis.Client) {
+	t.Helper()
+	c := redistest.Start(t).Client()
+	cfg.Client = c
+	s, err := history.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s, c
+}
+
+func entry(id, outcome string, final bool, at time.Time) history.Entry {
+	return history.Entry{TaskID: id, Outcome: outcome, Final: final, UpdatedAt: at,
+		Result: json.RawMessage(fmt.Sprintf(`{"outcome":%q}`, outcome))}
+}
+
+func TestBeginCountsAttemptsAndKeepsFirstSeen(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, history.Config{})
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		b, err := s.Begin(ctx, "task-1", t0.Add(time.Duration(i-1)*time.Minute))
+		if err != nil {
+			t.Fatalf("Begin #%d: %v", i, err)
+		}
+		if b.Attempt != i || !b.FirstSeen.Equal(t0) || b.Outcome != "" || b.UnknownAttempts != 0 {
+			t.Fatalf("Begin #%d = %+v, want attempt %d first seen %v", i, b, i, t0)
+		}
+	}
+	b, err := s.Begin(ctx, "task-2", t0.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("Begin task-2: %v", err)
+	}
+	if b.Attempt != 1 || !b.FirstSeen.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("Begin task-2 = %+v, want a first attempt of its own", b)
+	}
+	if _, err := s.Begin(ctx, "", t0); err == nil {
+		t.Fatal("Begin with an empty task ID succeeded")
+	}
+}
+
+func TestRecordFinalIsSeenByNextBegin(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, history.Config{})
+	ctx := context.Background()
+	if _, err := s.Begin(ctx, "task-1", t0); err != nil {
+		t.Fatal(err)
+	}
+	// A non-final attempt leaves the outcome open.
+	if err := s.Record(ctx, phoneHash, entry("task-1", "retrying", false, t0), false); err != nil {
+		t.Fatalf("Record: %v", err)
+	}
+	b, err := s.Begin(ctx, "task-1", t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Outcome != "" || b.Attempt != 2 {
+		t.Fatalf("Begin after a retry = %+v, want attempt 2 without outcome", b)
+	}
+	if err := s.Record(ctx, phoneHash, entry("task-1", "sent", true, t0.Add(time.Second)), false); err != nil {
+		t.Fatalf("Record: %v", err)
+	}
+	b, err = s.Begin(ctx, "task-1", t0.Add(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Outcome != "sent" || b.Attempt != 3 || !b.FirstSeen.Equal(t0) {
+		t.Fatalf("Begin after the final record = %+v, want outcome sent, attempt 3", b)
+	}
+
+	e, ok, err := s.Task(ctx, "task-1")
+	if err != nil || !ok {
+		t.Fatalf("Task = %v, %v", ok, err)
+	}
+	if e.Outcome != "sent" || !e.Final || !e.UpdatedAt.Equal(t0.Add(time.Second)) || string(e.Result) != `{"outcome":"sent"}` {
+		t.Fatalf("Task = %+v, want the final entry", e)
+	}
+	if _, ok, err := s.Task(ctx, "task-none"); ok || err != nil {
+		t.Fatalf("Task(unknown) = %v, %v; want not found", ok, err)
+	}
+}
+
+func TestRecordWithoutPhoneStillFixesOutcome(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{})
+	ctx := context.Background()
+	// An invalid payload has no phone to index by.
+	if err := s.Record(ctx, "", entry("task-bad", "invalid", true, t0), false); err != nil {
+		t.Fatalf("Record: %v", err)
+	}
+	b, err := s.Begin(ctx, "task-bad", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Outcome != "invalid" {
+		t.Fatalf("Begin = %+v, want outcome invalid", b)
+	}
+	if n, err := c.Exists(ctx, history.PhoneKey(history.DefaultPrefix, "")).Result(); err != nil || n != 0 {
+		t.Fatalf("phone index for an empty hash exists (%d, %v)", n, err)
+	}
+	if err := s.Record(ctx, phoneHash, history.Entry{Outcome: "sent"}, false); err == nil {
+		t.Fatal("Record with an empty task ID succeeded")
+	}
+}
+
+func TestUnknownAttemptsCounted(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, history.Config{})
+	ctx := context.Background()
+	for i, unknown := range []bool{true, false, true} {
+		if _, err := s.Begin(ctx, "task-1", t0); err != nil {
+			t.Fatal(err)
+		}
+		outcome := "retrying"
+		if unknown {
+			outcome = "unknown"
+		}
+		if err := s.Record(ctx, phoneHash, entry("task-1", outcome, false, t0.Add(time.Duration(i)*time.Second)), unknown); err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+	}
+	b, err := s.Begin(ctx, "task-1", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.UnknownAttempts != 2 || b.Attempt != 4 {
+		t.Fatalf("Begin = %+v, want 2 unknown attempts of 4", b)
+	}
+}
+
+func TestRecentNewestFirstAndTrimmed(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{PerPhone: 3, Prefix: "test"})
+	ctx := context.Background()
+	for i := 1; i <= 5; i++ {
+		id := fmt.Sprintf("task-%d", i)
+		if err := s.Record(ctx, phoneHash, entry(id, "sent", true, t0.Add(time.Duration(i)*time.Second)), false); err != nil {
+			t.Fatalf("Record %s: %v", id, err)
+		}
+	}
+	// An update moves a task to the front.
+	if err := s.Record(ctx, phoneHash, entry("task-3", "deduplicated", true, t0.Add(time.Minute)), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Record(ctx, "ffffffffffffffffffffffffffffffff", entry("other", "sent", true, t0.Add(time.Hour)), false); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := s.Recent(ctx, phoneHash, 0)
+	if err != nil {
+		t.Fatalf("Recent: %v", err)
+	}
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.TaskID+"="+e.Outcome)
+	}
+	if want := "task-3=deduplicated task-5=sent task-4=sent"; strings.Join(ids, " ") != want {
+		t.Fatalf("Recent = %q, want %q", strings.Join(ids, " "), want)
+	}
+	if n, err := c.ZCard(ctx, history.PhoneKey("test", phoneHash)).Result(); err != nil || n != 3 {
+		t.Fatalf("phone index holds %d (%v), want 3", n, err)
+	}
+	got, err = s.Recent(ctx, phoneHash, 1)
+	if err != nil || len(got) != 1 || got[0].TaskID != "task-3" {
+		t.Fatalf("Recent(limit 1) = %+v, %v; want task-3", got, err)
+	}
+	if got, err := s.Recent(ctx, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", 0); err != nil || len(got) != 0 {
+		t.Fatalf("Recent(unknown phone) = %+v, %v; want none", got, err)
+	}
+}
+
+func TestRecentSkipsExpiredTasks(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{})
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if err := s.Record(ctx, phoneHash, entry(id, "sent", true, t0), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Del(ctx, history.TaskKey(history.DefaultPrefix, "a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Recent(ctx, phoneHash, 0)
+	if err != nil || len(got) != 1 || got[0].TaskID != "b" {
+		t.Fatalf("Recent = %+v, %v; want only b", got, err)
+	}
+}
+
+func TestKeysExpire(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{Retention: time.Second})
+	ctx := context.Background()
+	if _, err := s.Begin(ctx, "task-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Record(ctx, phoneHash, entry("task-1", "sent", true, time.Now()), false); err != nil {
+		t.Fatal(err)
+	}
+	tk, pk := history.TaskKey(history.DefaultPrefix, "task-1"), history.PhoneKey(history.DefaultPrefix, phoneHash)
+	for _, k := range []string{tk, pk} {
+		ttl, err := c.PTTL(ctx, k).Result()
+		if err != nil || ttl <= 0 || ttl > time.Second {
+			t.Fatalf("PTTL(%s) = %v, %v; want within (0, 1s]", k, ttl, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := c.Exists(ctx, tk, pk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the keys still exist after their retention", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, err := s.Begin(ctx, "task-1", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Attempt != 1 || b.Outcome != "" {
+		t.Fatalf("Begin after expiry = %+v, want a fresh task", b)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	t.Parallel()
+	if got, want := history.TaskKey("smsq", "abc"), "smsq:task:{abc}"; got != want {
+		t.Fatalf("TaskKey = %q, want %q", got, want)
+	}
+	if got, want := history.PhoneKey("smsq", phoneHash), "smsq:phone:{"+phoneHash+"}"; got != want {
+		t.Fatalf("PhoneKey = %q, want %q", got, want)
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	t.Parallel()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = c.Close() })
+	tests := []struct {
+		name    string
+		cfg     history.Config
+		mention string // empty: valid
+	}{
+		{"defaults", history.Config{Client: c}, ""},
+		{"all set", history.Config{Client: c, Prefix: "x", Retention: time.Second, PerPhone: 1}, ""},
+		{"no client", history.Config{}, "Client"},
+		{"short retention", history.Config{Client: c, Retention: 999 * time.Millisecond}, "Retention"},
+		{"negative retention", history.Config{Client: c, Retention: -time.Hour}, "Retention"},
+		{"negative per phone", history.Config{Client: c, PerPhone: -1}, "PerPhone"},
+	}
+	for _, tt := range tests {
+		_, err := history.New(tt.cfg)
+		switch {
+		case tt.mention == "" && err != nil:
+			t.Errorf("%s: New: %v", tt.name, err)
+		case tt.mention != "" && (err == nil || !strings.Contains(err.Error(), tt.mention)):
+			t.Errorf("%s: New error = %v, want one naming %s", tt.name, err, tt.mention)
+		}
+	}
+}

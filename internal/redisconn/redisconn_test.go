@@ -1,0 +1,85 @@
+package redisconn
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/redistest"
+)
+
+func TestOpenForms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		url  string
+		want string // client type
+	}{
+		{"redis://127.0.0.1:6379/0", "*redis.Client"},
+		{"rediss://user:pw@example.com:6380/2", "*redis.Client"},
+		{"redis-sentinel://:pw@h1:26379,h2:26379/1?master=mymaster", "*redis.Client"},
+		{"redis-cluster://h1:7000,h2:7001", "*redis.ClusterClient"},
+	}
+	for _, tt := range tests {
+		c, err := Open(tt.url, Options{PoolSize: 7})
+		if err != nil {
+			t.Errorf("Open(%q): %v", tt.url, err)
+			continue
+		}
+		switch c.(type) {
+		case *redis.Client:
+			if tt.want != "*redis.Client" {
+				t.Errorf("Open(%q) = %T", tt.url, c)
+			}
+		case *redis.ClusterClient:
+			if tt.want != "*redis.ClusterClient" {
+				t.Errorf("Open(%q) = %T", tt.url, c)
+			}
+		}
+		_ = c.Close()
+	}
+}
+
+func TestOpenErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"ftp://:hunter2@x", "redis-sentinel://:hunter2@h1:1", "redis://:hunter2@h:1/notadb", "redis-cluster://:hunter2@"} {
+		_, err := Open(u, Options{})
+		if err == nil {
+			t.Errorf("Open(%q) = nil error", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Open(%q) error shows the password: %v", u, err)
+		}
+	}
+	if got := Redact("redis://u:hunter2@h:1/0"); strings.Contains(got, "hunter2") {
+		t.Errorf("Redact = %q", got)
+	}
+}
+
+func TestUsernamePasswordAndDB(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--user", "default", "off", "--user", "smsq", "on", ">pw", "~*", "&*", "+@all"}})
+	c, err := Open("redis://smsq:pw@"+srv.Addr()+"/3", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := Ping(ctx, c, "redis://smsq:pw@"+srv.Addr()+"/3", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.(*redis.Client).Options(), 0; got.DB != 3 || got.Username != "smsq" {
+		t.Fatalf("options db %d user %q", got.DB, got.Username)
+	}
+	bad, _ := Open("redis://smsq:wrong@"+srv.Addr()+"/3", Options{})
+	defer bad.Close()
+	err = Ping(ctx, bad, "redis://smsq:wrong@"+srv.Addr()+"/3", 2*time.Second)
+	if err == nil || strings.Contains(err.Error(), "wrong@") {
+		t.Fatalf("Ping with a wrong password: %v", err)
+	}
+}

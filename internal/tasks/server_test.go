@@ -1,0 +1,223 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/history"
+)
+
+// These tests run the handler under a real asynq.Server, the only place
+// asynq's context, result writer, RetryDelayFunc and IsFailure meet. They
+// use miniredis for speed; the stores' own tests prove TTLs on real Redis.
+
+type nopAsynqLogger struct{}
+
+func (nopAsynqLogger) Debug(...any) {}
+func (nopAsynqLogger) Info(...any)  {}
+func (nopAsynqLogger) Warn(...any)  {}
+func (nopAsynqLogger) Error(...any) {}
+func (nopAsynqLogger) Fatal(...any) {}
+
+type worker struct {
+	client *asynq.Client
+	insp   *asynq.Inspector
+}
+
+// startWorker runs a server with the handler, the real reservation and
+// history stores and sender, as cmd/worker wires them.
+func startWorker(t *testing.T, sender Sender) *worker {
+	t.Helper()
+	m := miniredis.RunT(t)
+	opt := asynq.RedisClientOpt{Addr: m.Addr()}
+	rc := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rc.Close() })
+	resv, err := dedupe.New(dedupe.Config{Client: rc})
+	if err != nil {
+		t.Fatalf("dedupe.New: %v", err)
+	}
+	hist, err := history.New(history.Config{Client: rc})
+	if err != nil {
+		t.Fatalf("history.New: %v", err)
+	}
+	h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: hist})
+	if err != nil {
+		t.Fatalf("NewHandler: %v", err)
+	}
+	srv := asynq.NewServer(opt, asynq.Config{
+		Concurrency:              2,
+		Queues:                   DefaultQueues(),
+		TaskCheckInterval:        20 * time.Millisecond,
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		RetryDelayFunc:           RetryDelay,
+		IsFailure:                IsFailure,
+		Logger:                   nopAsynqLogger{},
+		LogLevel:                 asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(TypeSendSMS, h)
+	if err := srv.Start(mux); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	w := &worker{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
+	t.Cleanup(func() { _ = w.client.Close(); _ = w.insp.Close() })
+	return w
+}
+
+func (w *worker) enqueue(t *testing.T, key string) *asynq.TaskInfo {
+	t.Helper()
+	p := Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: key}
+	task, _, err := NewTask(p, time.Now())
+	if err != nil {
+		t.Fatalf("NewTask: %v", err)
+	}
+	info, err := w.client.Enqueue(task)
+	if err != nil {
+		t.Fatalf("Enqueue: %v", err)
+	}
+	return info
+}
+
+// waitState polls until the task reaches state and returns its info with
+// the decoded result.
+func (w *worker) waitState(t *testing.T, info *asynq.TaskInfo, state asynq.TaskState) (*asynq.TaskInfo, Result) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last *asynq.TaskInfo
+	for {
+		got, err := w.insp.GetTaskInfo(info.Queue, info.ID)
+		if err == nil && got.State == state && len(got.Result) > 0 {
+			var res Result
+			if err := json.Unmarshal(got.Result, &res); err != nil {
+				t.Fatalf("task result %q is not JSON: %v", got.Result, err)
+			}
+			return got, res
+		}
+		if err == nil {
+			last = got
+		}
+		if time.Now().After(deadline) {
+			if last != nil {
+				t.Fatalf("task %s: state %v (last error %q, result %s), want %v", info.ID, last.State, last.LastErr, last.Result, state)
+			}
+			t.Fatalf("task %s: not found (%v), want state %v", info.ID, err, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWorkerSent(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{}
+	w := startWorker(t, sender)
+	info, res := w.waitState(t, w.enqueue(t, "srv-sent"), asynq.TaskStateCompleted)
+	if info.ID != "srv-sent" || info.Queue != QueueCritical {
+		t.Fatalf("task %s in %s, want srv-sent in %s", info.ID, info.Queue, QueueCritical)
+	}
+	if res.Outcome != OutcomeSent || !res.Final || res.Queue != QueueCritical || res.Attempt != 1 || res.Phone != "+86 138****8000" {
+		t.Fatalf("result = %+v, want a first attempt sent from critical", res)
+	}
+	if n := len(sender.calls()); n != 1 {
+		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+}
+
+func TestWorkerSecondTaskIsDeduplicated(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{}
+	w := startWorker(t, sender)
+	w.waitState(t, w.enqueue(t, "first"), asynq.TaskStateCompleted)
+	_, res := w.waitState(t, w.enqueue(t, "second"), asynq.TaskStateCompleted)
+	if res.Outcome != OutcomeDeduplicated || res.Holder != "first" {
+		t.Fatalf("second task result = %+v, want deduplicated, held by first", res)
+	}
+	if n := len(sender.calls()); n != 1 {
+		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+}
+
+func TestWorkerPermanentFailureIsArchived(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{SendSMSFunc: reply(nil, genauthErr(400))}
+	w := startWorker(t, sender)
+	info, res := w.waitState(t, w.enqueue(t, "srv-400"), asynq.TaskStateArchived)
+	if info.Retried != 0 || !strings.Contains(info.LastErr, "statusCode 400") {
+		t.Fatalf("archived after %d retries with %q, want 0 and the GenAuth error", info.Retried, info.LastErr)
+	}
+	if res.Outcome != OutcomeFailed || !res.Final || res.StatusCode != 400 || res.Class != "permanent" {
+		t.Fatalf("result = %+v, want final failed, statusCode 400", res)
+	}
+	if n := len(sender.calls()); n != 1 {
+		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+}
+
+func TestWorkerThrottleKeepsRetries(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{SendSMSFunc: reply(nil, &genauth.Error{HTTPStatus: 200, StatusCode: 429, RetryAfter: 7 * time.Second})}
+	w := startWorker(t, sender)
+	start := time.Now()
+	info, res := w.waitState(t, w.enqueue(t, "srv-429"), asynq.TaskStateRetry)
+	if info.Retried != 0 {
+		t.Fatalf("Retried = %d, want 0: a throttle is not a failure", info.Retried)
+	}
+	// asynq keeps the next run time in whole seconds.
+	if earliest, latest := start.Add(7*time.Second).Truncate(time.Second), time.Now().Add(8*time.Second); info.NextProcessAt.Before(earliest) || info.NextProcessAt.After(latest) {
+		t.Fatalf("next run at %v, want between %v and %v", info.NextProcessAt, earliest, latest)
+	}
+	if res.Outcome != OutcomeThrottled || res.Final || res.RetryInMS < 7000 {
+		t.Fatalf("result = %+v, want throttled for about 7s", res)
+	}
+}
+
+func TestWorkerRetriesTransientFailure(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	sender := &fakeSender{SendSMSFunc: func(context.Context, genauth.SendSMSRequest) (*genauth.Response, error) {
+		if n.Add(1) == 1 {
+			return nil, genauthErr(502)
+		}
+		return &genauth.Response{HTTPStatus: 200, StatusCode: 200, RequestID: "req-2"}, nil
+	}}
+	w := startWorker(t, sender)
+	start := time.Now()
+	info, res := w.waitState(t, w.enqueue(t, "srv-502"), asynq.TaskStateCompleted)
+	if res.Outcome != OutcomeSent || res.Attempt != 2 || res.Retried != 1 || info.Retried != 1 {
+		t.Fatalf("result = %+v (task retried %d), want sent on the second attempt", res, info.Retried)
+	}
+	// The first retry comes within a second, plus the forwarder's tick.
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %v to send after one transient failure", took)
+	}
+	if got := len(sender.calls()); got != 2 {
+		t.Fatalf("GenAuth calls = %d, want 2", got)
+	}
+}
+
+func TestWorkerInvalidPayloadIsArchived(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{}
+	w := startWorker(t, sender)
+	info, err := w.client.Enqueue(asynq.NewTask(TypeSendSMS, []byte(`{"channel":"CHANNEL_LOGIN","phoneNumber":"12"}`), asynq.Retention(time.Hour)))
+	if err != nil {
+		t.Fatalf("Enqueue: %v", err)
+	}
+	got, res := w.waitState(t, info, asynq.TaskStateArchived)
+	if res.Outcome != OutcomeInvalid || !strings.Contains(got.LastErr, "phoneNumber") {
+		t.Fatalf("result = %+v, last error %q; want invalid naming phoneNumber", res, got.LastErr)
+	}
+	if n := len(sender.calls()); n != 0 {
+		t.Fatalf("GenAuth calls = %d, want 0", n)
+	}
+}
