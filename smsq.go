@@ -137,6 +137,8 @@ func Prepare(req Request, now time.Time, opts ...Option) (*asynq.Task, tasks.Val
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// Payload times carry milliseconds; keep the deadline arithmetic exact.
+	now = now.UTC().Truncate(time.Millisecond)
 	p := tasks.Payload{
 		Channel: req.Channel, PhoneNumber: req.Phone, PhoneCountryCode: req.CountryCode,
 		ClientIP: req.ClientIP, Lang: req.Lang, IdempotencyKey: o.key, OnHeld: o.onHeld,

@@ -1,0 +1,51 @@
+package logging
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	l, err := New(&b, "warn", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info().Msg("hidden")
+	l.Warn().Msg("shown")
+	if strings.Contains(b.String(), "hidden") || !strings.Contains(b.String(), `"message":"shown"`) {
+		t.Fatalf("log = %q", b.String())
+	}
+	for _, bad := range [][2]string{{"loud", "json"}, {"info", "xml"}} {
+		if _, err := New(&b, bad[0], bad[1]); err == nil {
+			t.Errorf("New(%q, %q) = nil error", bad[0], bad[1])
+		}
+	}
+}
+
+func TestAsynqRepeatsLoggedOncePerInterval(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	a := &Asynq{Log: zerolog.New(&b), Every: 200 * time.Millisecond}
+	for i := 0; i < 50; i++ {
+		a.Error("Dequeue error: dial tcp: connection refused")
+	}
+	a.Warn("something else")
+	if n := strings.Count(b.String(), "Dequeue error"); n != 1 {
+		t.Fatalf("repeated message logged %d times in one interval, want 1:\n%s", n, b.String())
+	}
+	// After the interval the next occurrence is logged with the count of
+	// those suppressed.
+	time.Sleep(250 * time.Millisecond)
+	a.Error("Dequeue error: dial tcp: connection refused")
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, `"repeated":49`) {
+		t.Fatalf("last line %s, want the 49 suppressed repeats counted", last)
+	}
+}
