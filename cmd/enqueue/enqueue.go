@@ -45,11 +45,37 @@ func bindSingle(set *config.Set, s *single) {
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up when Redis does not answer within this")
 }
 
-// run is the whole command; tests call it.
+// usage lists the three forms of the command.
+const usage = `usage:
+  enqueue [flags]                        queue one code (--channel, --phone)
+  enqueue batch [flags] [FILE|-]         queue every line of a CSV or JSON Lines file
+  enqueue why [flags] --phone P | --task ID
+                                         show why a phone got no code, or what became of a task
+Run "enqueue batch -h" or "enqueue why -h" for their flags.
+
+Flags of the one-code form:
+`
+
+// run is the whole command; tests call it. The first argument picks a
+// subcommand; without one, the flags queue a single code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "batch":
+			return runBatch(ctx, args[1:], getenv, stdin, stdout, stderr)
+		case "why":
+			return runWhy(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
+	return runSingle(ctx, args, getenv, stdout, stderr)
+}
+
+// runSingle queues one code.
+func runSingle(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var s single
 	set := config.NewSet("enqueue", getenv, stderr)
 	bindSingle(set, &s)
+	setUsage(set, usage)
 	if err := set.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -100,4 +126,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	fmt.Fprintln(stdout, rc.TaskID)
 	fmt.Fprintf(stderr, "queued %s for %s in queue %s, send by %s\n", rc.Channel, rc.Phone, rc.Queue, rc.SendBy.Format(time.RFC3339))
 	return nil
+}
+
+// setUsage prints head before the flag defaults in -h output.
+func setUsage(set *config.Set, head string) {
+	fs := set.FlagSet()
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), head)
+		fs.PrintDefaults()
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,6 +19,8 @@ import (
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/metrics"
+	"github.com/smsq/smsq/internal/ratelimit"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -48,6 +52,17 @@ type settings struct {
 	PollInterval    time.Duration
 	LogLevel        string
 	LogFormat       string
+	HTTPAddr        string
+	UI              string
+	UIWritable      bool
+	UIUser          string
+	UIPassword      string
+
+	// Rate limit toward GenAuth, shared by every worker (see rateLimits).
+	RateLimit           string
+	RateBurst           int
+	RateLimitPerChannel string
+	RateMaxWait         time.Duration
 }
 
 // bindSettings declares every worker setting; the README table is made
@@ -67,10 +82,15 @@ func bindSettings(set *config.Set, s *settings) {
 	set.String(&s.OnHeld, "on-held", "SMSQ_ON_HELD", tasks.OnHeldDedupe, "default when another task holds the reservation: dedupe (complete as deduplicated) or defer (run again when it expires)")
 	set.Duration(&s.SendBy, "send-by", "SMSQ_SEND_BY", tasks.DefaultSendBy, "default send-by deadline after enqueue; later tasks end as expired")
 	set.String(&s.Classify, "classify", "SMSQ_CLASSIFY", "", "overrides of GenAuth answer classes, e.g. statusCode:402=retry,apiCode:12004=permanent")
+	set.String(&s.RateLimit, "rate-limit", "SMSQ_RATE_LIMIT", ratelimit.DefaultRate, "most GenAuth calls by all workers together, kept in Redis: 100, 100/s, 6000/m, or off; GenAuth documents 100/s for SMS")
+	set.Int(&s.RateBurst, "rate-burst", "SMSQ_RATE_BURST", 0, "calls allowed at once above the steady rate of SMSQ_RATE_LIMIT; 0 means a tenth of a second's worth (10 at 100/s)")
+	set.String(&s.RateLimitPerChannel, "rate-limit-per-channel", "SMSQ_RATE_LIMIT_PER_CHANNEL", "", "extra limits per channel under SMSQ_RATE_LIMIT, e.g. CHANNEL_LOGIN=50,CHANNEL_REGISTER=1200/m; a call must pass both")
+	set.Duration(&s.RateMaxWait, "rate-max-wait", "SMSQ_RATE_MAX_WAIT", tasks.DefaultRateMaxWait, "longest a task waits for the rate limit; a longer wait ends the attempt as throttled and it runs again when its turn comes")
 	set.Duration(&s.ShutdownTimeout, "shutdown-timeout", "SMSQ_SHUTDOWN_TIMEOUT", 15*time.Second, "how long running tasks may finish after SIGTERM")
 	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", time.Second, "how often an idle worker checks for new tasks")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
+	bindHTTPSettings(set, s)
 }
 
 // hooks let tests see inside a running worker.
@@ -83,6 +103,7 @@ type worker struct {
 	log     zerolog.Logger
 	sandbox *genauthtest.Server
 	srv     *asynq.Server
+	web     *httpSurface // nil with SMSQ_HTTP_ADDR=off
 }
 
 // run starts the worker and blocks until ctx ends.
@@ -114,6 +135,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_CLASSIFY: %w", err)
 	}
+	globalRate, channelRates, err := rateLimits(&s)
+	if err != nil {
+		return err
+	}
+	web, err := listenHTTP(set, &s, log)
+	if err != nil {
+		return err
+	}
+	defer web.Close()
 
 	// Redis: the configured one, or the embedded one on a fresh machine.
 	if !set.IsSet("redis-url") && !embedded.Listening(ctx, embeddedRedisAdr) {
@@ -134,7 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	// GenAuth: the configured tenant, or the sandbox.
-	w := &worker{log: log}
+	w := &worker{log: log, web: web}
 	gcfg := genauth.Config{AppHost: s.AppHost, AppID: s.AppID, HeaderPrefix: s.HeaderPrefix, Lang: s.Lang, Timeout: s.GenAuthTimeout}
 	if s.AppHost == "" {
 		if s.AppID != "" {
@@ -153,7 +183,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	client, err := genauth.New(gcfg)
 	if err != nil {
-		return err
+		// genauth names its Config fields; the operator knows the variables.
+		return fmt.Errorf("GENAUTH_APP_HOST/SMSQ_GENAUTH_HEADER_PREFIX/SMSQ_GENAUTH_LANG/SMSQ_GENAUTH_TIMEOUT: %w", err)
 	}
 
 	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window})
@@ -164,10 +195,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_RETENTION: %w", err)
 	}
+	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb)})
+	limiter, err := ratelimit.New(ratelimit.Config{Client: rdb, Global: globalRate, Channels: channelRates})
+	if err != nil {
+		return fmt.Errorf("SMSQ_RATE_LIMIT: %w", err)
+	}
+	var rateLimiter tasks.RateLimiter // a nil *Limiter in it would not read as nil
+	if limiter.Enabled() {
+		rateLimiter = limiter
+	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{
+		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
 		Sender: client, Reservations: store, Journal: journal, Classifier: classifier,
-		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog,
+		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
 	})
 	if err != nil {
 		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)
@@ -193,18 +234,62 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendSMS, handler)
+	if err := web.serve(&s, rdb, obs); err != nil {
+		return err
+	}
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	web.setRunning(true)
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
 		Int("concurrency", s.Concurrency).Str("queues", config.FormatWeights(queues)).
+		Str("rate_limit", limiter.String()).
 		Msg("worker started")
 	if h != nil && h.ready != nil {
 		h.ready(w)
 	}
 	<-ctx.Done()
 	log.Info().Msg("shutting down: waiting for running tasks")
+	web.setRunning(false)
 	w.srv.Shutdown()
 	log.Info().Msg("worker stopped")
 	return nil
+}
+
+// rateLimits reads the rate-limit settings. Every worker sharing a Redis
+// must be given the same ones: each check uses the limits of the worker
+// that makes it.
+func rateLimits(s *settings) (ratelimit.Limit, map[string]ratelimit.Limit, error) {
+	global, err := ratelimit.ParseRate(s.RateLimit)
+	if err != nil {
+		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT: %w", err)
+	}
+	switch {
+	case s.RateBurst < 0:
+		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_BURST %d: must be 0 (a tenth of a second's worth) or more", s.RateBurst)
+	case s.RateBurst > 0 && global.IsZero():
+		return ratelimit.Limit{}, nil, errors.New("SMSQ_RATE_BURST is set but SMSQ_RATE_LIMIT is off")
+	case !global.IsZero():
+		global = global.WithBurst(s.RateBurst)
+	}
+	if s.RateMaxWait <= 0 {
+		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_MAX_WAIT %s: must be positive", s.RateMaxWait)
+	}
+	parsed, err := ratelimit.ParseChannelLimits(s.RateLimitPerChannel)
+	if err != nil {
+		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %w", err)
+	}
+	channels := make(map[string]ratelimit.Limit, len(parsed))
+	for _, name := range slices.Sorted(maps.Keys(parsed)) {
+		// The limiter keys channels by their wire name, as the handler asks.
+		ch, err := genauth.ParseChannel(name)
+		if err != nil {
+			return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %w", err)
+		}
+		if _, dup := channels[string(ch)]; dup {
+			return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %s: given twice", ch)
+		}
+		channels[string(ch)] = parsed[name]
+	}
+	return global, channels, nil
 }

@@ -100,6 +100,13 @@ func (v *value[T]) Set(s string) error {
 	return nil
 }
 
+// IsBoolFlag lets a boolean setting be given as a bare --name, as the flag
+// package does for its own booleans.
+func (v *value[T]) IsBoolFlag() bool {
+	_, ok := any(v.p).(*bool)
+	return ok
+}
+
 func bind[T any](s *Set, p *T, name, env string, def T, usage string, secret bool, parse func(string) (T, error), show func(T) string) {
 	*p = def
 	st := Setting{Flag: name, Env: env, Default: show(def), Usage: usage, Secret: secret}

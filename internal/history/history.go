@@ -91,17 +91,25 @@ type Begun struct {
 	// Outcome is the final outcome already recorded for the task, if any: a
 	// redelivered task that already finished must not run again.
 	Outcome string
+	// Interrupted reports that the previous attempt began and recorded
+	// nothing: its worker died or was cut off, possibly during the GenAuth
+	// call, so that call may have sent the SMS. (An attempt that failed
+	// on Redis before calling looks the same; the flag errs on the side of
+	// "may have been sent".)
+	Interrupted bool
 }
 
-// beginScript opens an attempt.
+// beginScript opens an attempt; the 'open' field stays set until Record
+// closes the attempt, so the next Begin sees an attempt that never did.
 // KEYS[1]: task key. ARGV[1]: now in ms; ARGV[2]: retention in ms.
-// Returns {attempt, first_ms, unknown or false, outcome or false}.
+// Returns {attempt, first_ms, unknown or false, outcome or false, open or false}.
 var beginScript = redis.NewScript(`
 redis.call('HSETNX', KEYS[1], 'first_ms', ARGV[1])
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local v = redis.call('HMGET', KEYS[1], 'first_ms', 'unknown', 'outcome', 'open')
+redis.call('HSET', KEYS[1], 'open', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'first_ms', 'unknown', 'outcome')
-return {n, v[1], v[2], v[3]}
+return {n, v[1], v[2], v[3], v[4]}
 `)
 
 // Begin records the start of an attempt and returns what came before.
@@ -115,7 +123,7 @@ func (s *Store) Begin(ctx context.Context, taskID string, now time.Time) (Begun,
 		return Begun{}, fmt.Errorf("history: begin attempt: %w", err)
 	}
 	var b Begun
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return b, fmt.Errorf("history: begin attempt: unexpected reply %v", res)
 	}
 	n, _ := res[0].(int64)
@@ -125,6 +133,7 @@ func (s *Store) Begin(ctx context.Context, taskID string, now time.Time) (Begun,
 	}
 	b.UnknownAttempts, _ = strconv.Atoi(asString(res[2]))
 	b.Outcome = asString(res[3])
+	b.Interrupted = asString(res[4]) != ""
 	return b, nil
 }
 
@@ -162,6 +171,7 @@ func (s *Store) Record(ctx context.Context, phoneHash string, e Entry, unknownAt
 	}
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, tk, fields)
+		p.HDel(ctx, tk, "open")
 		if unknownAttempt {
 			p.HIncrBy(ctx, tk, "unknown", 1)
 		}

@@ -35,6 +35,10 @@ type Options struct {
 	AppendOnly bool
 	// Args are extra redis-server arguments, such as "--cluster-enabled", "yes".
 	Args []string
+
+	// conf is a config file given before the flags: sentinels need one,
+	// which they rewrite as they learn about their group.
+	conf string
 }
 
 // Server is one redis-server process owned by a test.
@@ -123,6 +127,9 @@ func (s *Server) start() {
 		args = append(args, "--appendonly", "no")
 	}
 	args = append(args, s.opts.Args...)
+	if s.opts.conf != "" {
+		args = append([]string{s.opts.conf}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

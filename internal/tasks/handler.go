@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,6 +42,18 @@ type Observer interface {
 	Observe(r Result)
 }
 
+// RateLimiter hands out send tokens under smsq's own rate limit toward
+// GenAuth, shared by every worker.
+type RateLimiter interface {
+	// Allow takes a token for one send on channel. It returns 0 when the
+	// send may go now, or how long to wait before asking again.
+	Allow(ctx context.Context, channel string) (time.Duration, error)
+}
+
+// DefaultRateMaxWait is how long an attempt waits for a send token by
+// default before it gives way and runs again later.
+const DefaultRateMaxWait = time.Second
+
 // HandlerConfig configures a Handler.
 type HandlerConfig struct {
 	Sender       Sender   // required
@@ -59,6 +72,14 @@ type HandlerConfig struct {
 	Logger *zerolog.Logger
 	// Observer, when set, is told every attempt's result.
 	Observer Observer
+	// RateLimiter, when set, must hand out a token before every GenAuth
+	// call; nil means no limit.
+	RateLimiter RateLimiter
+	// RateMaxWait is the longest an attempt waits for a token, holding its
+	// reservation and a worker slot; when the wait is longer the attempt
+	// ends as throttled and runs again once the token is due. Default
+	// DefaultRateMaxWait.
+	RateMaxWait time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -74,6 +95,11 @@ type Handler struct {
 	log        zerolog.Logger
 	observer   Observer
 	now        func() time.Time
+
+	limiter     RateLimiter
+	rateMaxWait time.Duration
+	// sleep waits for a send token; tests replace it.
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -109,10 +135,17 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RateMaxWait == 0 {
+		cfg.RateMaxWait = DefaultRateMaxWait
+	}
+	if cfg.RateMaxWait < 0 {
+		return nil, fmt.Errorf("tasks: RateMaxWait %s: must be positive", cfg.RateMaxWait)
+	}
 	return &Handler{
 		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
 		log: log, observer: cfg.Observer, now: cfg.Now,
+		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
 	}, nil
 }
 
@@ -234,10 +267,18 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 			h.markUnknown(ctx, a)
 			resv.TTL = h.resv.Window()
 		}
+		// A worker stopped past its shutdown timeout can mark the
+		// reservation unknown and die before its journal entry: count the
+		// earlier call here when the journal knows of none, so that a later
+		// 422 is read as its confirmation.
+		counted = counted || a.begun.UnknownAttempts == 0
 		return h.unknown(ctx, a, resv.TTL, counted, "an earlier attempt of this task ended without an answer")
 	}
 	if err := ctx.Err(); err != nil {
 		h.release(ctx, a)
+		return err
+	}
+	if done, err := h.rateLimit(ctx, a); done {
 		return err
 	}
 
@@ -273,7 +314,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		// GenAuth holds a live code for this pair: keep our reservation for
 		// the full window so that other tasks see it too.
 		h.markSent(ctx, a)
-		if a.begun.UnknownAttempts > 0 {
+		if a.begun.UnknownAttempts > 0 || a.begun.Interrupted {
 			return h.final(ctx, a, OutcomeSent, "GenAuth's one-minute rule confirms that an earlier attempt was sent", nil)
 		}
 		return h.held(ctx, a, "genauth", h.resv.Window())
@@ -293,6 +334,66 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	default: // genauth.ClassPermanent
 		h.release(ctx, a)
 		return h.final(ctx, a, OutcomeFailed, errText(callErr), fmt.Errorf("%w: %w", callErr, asynq.SkipRetry))
+	}
+}
+
+// maxRateTries bounds the asks for a token in one attempt. RateMaxWait
+// ends the waiting first in practice; this only stops a limiter that keeps
+// answering tiny waits from spinning.
+const maxRateTries = 100
+
+// rateLimit takes a send token before the GenAuth call. A short wait
+// happens here, holding the reservation; a longer one gives the
+// reservation back and ends the attempt as throttled, to run again when
+// the token is due, without counting as a failure. done reports that the
+// attempt ended, with err for ProcessTask to return.
+func (h *Handler) rateLimit(ctx context.Context, a *attempt) (done bool, err error) {
+	if h.limiter == nil {
+		return false, nil
+	}
+	begin := h.now()
+	for try := 1; ; try++ {
+		wait, err := h.limiter.Allow(ctx, string(a.v.Channel))
+		now := h.now()
+		waited := now.Sub(begin)
+		a.res.RateWaitMS = waited.Milliseconds()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			h.release(ctx, a)
+			return true, ctx.Err()
+		case err != nil:
+			h.release(ctx, a)
+			return true, h.again(ctx, a, OutcomeRetrying, "smsq rate limiter unavailable, nothing sent", 0, true, err)
+		case wait <= 0:
+			return false, nil
+		}
+		if waited+wait <= h.rateMaxWait && try < maxRateTries && now.Add(wait).Before(a.deadline) {
+			// A little jitter, so that the workers refused together do not
+			// all come back at the same instant.
+			if err := h.sleep(ctx, wait+rand.N(wait/10+time.Millisecond)); err != nil {
+				h.release(ctx, a)
+				return true, err
+			}
+			continue
+		}
+		h.release(ctx, a)
+		delay := jitter(wait)
+		if !now.Add(delay).Before(a.deadline) {
+			return true, h.final(ctx, a, OutcomeExpired, "smsq rate limit toward GenAuth: no send slot before the send-by deadline", nil)
+		}
+		return true, h.again(ctx, a, OutcomeThrottled, "smsq rate limit toward GenAuth reached; runs again when a send slot is free", delay, false, nil)
+	}
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -399,6 +500,9 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	if r.RetryInMS > 0 {
 		ev.Int64("retry_in_ms", r.RetryInMS)
+	}
+	if r.RateWaitMS > 0 {
+		ev.Int64("rate_wait_ms", r.RateWaitMS)
 	}
 	if reason != "" {
 		ev.Str("reason", r.Reason)

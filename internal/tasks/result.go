@@ -21,7 +21,8 @@ const (
 
 	// OutcomeRetrying: a transient failure; nothing was sent; retried with backoff.
 	OutcomeRetrying = "retrying"
-	// OutcomeThrottled: GenAuth asked to slow down; retried after its delay
+	// OutcomeThrottled: GenAuth asked to slow down, or smsq's own rate limit
+	// toward GenAuth had no send slot soon enough; retried after the delay
 	// without counting as a failure.
 	OutcomeThrottled = "throttled"
 	// OutcomeDeferred: the reservation is held; the task runs again when it
@@ -80,4 +81,6 @@ type Result struct {
 	FinishedAt      time.Time `json:"finishedAt"`
 	DurationMS      int64     `json:"durationMs"`
 	GenAuthMS       int64     `json:"genauthMs,omitempty"`
+	// RateWaitMS is the time the attempt waited for smsq's rate limit.
+	RateWaitMS int64 `json:"rateWaitMs,omitempty"`
 }

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/mattn/go-isatty"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/smsq/smsq/internal/batch"
+	"github.com/smsq/smsq/internal/config"
+	"github.com/smsq/smsq/internal/redisconn"
+)
+
+// batchSettings holds the settings of enqueue batch.
+type batchSettings struct {
+	RedisURL     string
+	Format       string
+	Out          string
+	Concurrency  int
+	DryRun       bool
+	AllowInvalid bool
+	MaxErrors    int
+	Timeout      time.Duration
+	Stats        bool
+}
+
+func bindBatch(set *config.Set, s *batchSettings) {
+	set.Secret(&s.RedisURL, "redis-url", "REDIS_URL", defaultRedisURL, "Redis URL, as for the worker")
+	set.String(&s.Format, "format", "", "", "input format, csv or jsonl (default: by file extension, else by the first character: '{' is jsonl)")
+	set.String(&s.Out, "out", "", "", "write the result lines to this file instead of standard output")
+	set.Int(&s.Concurrency, "concurrency", "", batch.DefaultConcurrency, "lines enqueued at once")
+	set.Bool(&s.DryRun, "dry-run", "", false, "validate every line and queue nothing (no Redis connection)")
+	set.Bool(&s.AllowInvalid, "allow-invalid", "", false, "exit 0 even when some lines are invalid (enqueue errors still fail)")
+	set.Int(&s.MaxErrors, "max-errors", "", batch.DefaultMaxErrors, "stop after this many lines fail to enqueue; -1 for no limit")
+	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up on Redis (first contact, and each line) after this")
+	set.Bool(&s.Stats, "stats", "", false, "print the peak memory (resident set) at the end")
+}
+
+const batchUsage = `usage: enqueue batch [flags] [FILE|-]
+
+Queues one code per line of FILE (standard input when absent or "-"), CSV
+with a header row or JSON Lines, and writes one JSON result line per input
+line, in input order.
+
+`
+
+// runBatch is enqueue batch.
+func runBatch(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var s batchSettings
+	set := config.NewSet("enqueue batch", getenv, stderr)
+	bindBatch(set, &s)
+	setUsage(set, batchUsage)
+	if err := set.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	fs := set.FlagSet()
+	if fs.NArg() > 1 {
+		return usageError{fmt.Errorf("unexpected argument %q: give one input file", fs.Arg(1))}
+	}
+	switch {
+	case s.Concurrency < 1:
+		return usageError{fmt.Errorf("--concurrency %d: must be at least 1", s.Concurrency)}
+	case s.Timeout <= 0:
+		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
+	case s.MaxErrors == 0:
+		return usageError{errors.New("--max-errors 0: must be at least 1, or -1 for no limit")}
+	}
+
+	// Input, then its format and header: bad input never waits on Redis.
+	name := fs.Arg(0)
+	in, size, closeIn, err := openInput(name, stdin)
+	if err != nil {
+		return usageError{err}
+	}
+	defer closeIn()
+	bar := newProgress(stderr, size)
+	if bar != nil && size > 0 {
+		in = io.TeeReader(in, bar)
+	}
+	br := bufio.NewReaderSize(in, 64<<10)
+	format, err := inputFormat(s.Format, name, br)
+	if err != nil {
+		return usageError{err}
+	}
+	if _, err := batch.Sniff(br); errors.Is(err, batch.ErrEmpty) {
+		return usageError{err}
+	}
+	var rd batch.Reader
+	if format == batch.FormatCSV {
+		c, err := batch.NewCSVReader(br)
+		if err != nil {
+			return usageError{err}
+		}
+		rd = c
+	} else {
+		rd = batch.NewJSONLReader(br)
+	}
+
+	out := stdout
+	if s.Out != "" {
+		f, err := os.Create(s.Out)
+		if err != nil {
+			return usageError{fmt.Errorf("--out: %w", err)}
+		}
+		defer f.Close()
+		out = f
+	}
+	w := bufio.NewWriterSize(out, 64<<10)
+
+	cfg := batch.Config{
+		Concurrency: s.Concurrency,
+		Timeout:     s.Timeout,
+		MaxErrors:   s.MaxErrors,
+		Output: func(r batch.Result) error {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if bar != nil && size <= 0 {
+				_ = bar.Add(1)
+			}
+			_, err = w.Write(b)
+			return err
+		},
+	}
+	if !s.DryRun {
+		rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 4, DialTimeout: 2 * time.Second})
+		if err != nil {
+			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
+		}
+		defer rdb.Close()
+		if err := redisconn.Ping(ctx, rdb, s.RedisURL, s.Timeout); err != nil {
+			return err
+		}
+		// The asynq client shares rdb, whose pool is sized for the workers;
+		// closing rdb releases it.
+		cfg.Enqueuer = asynq.NewClientFromRedisClient(rdb)
+	}
+
+	sum, runErr := batch.Run(ctx, rd, cfg)
+	flushErr := w.Flush()
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if errors.Is(runErr, batch.ErrEmpty) && sum.Lines == 0 {
+		return usageError{runErr}
+	}
+	fmt.Fprintln(stderr, sum)
+	if s.Stats {
+		fmt.Fprintln(stderr, "peak memory (VmHWM):", peakRSS())
+	}
+	switch {
+	case runErr != nil:
+		return fmt.Errorf("%w (after input line %d; later lines were not processed)", runErr, sum.LastLine)
+	case flushErr != nil:
+		return fmt.Errorf("write results: %w", flushErr)
+	}
+	var failed []string
+	if sum.Invalid > 0 && !s.AllowInvalid {
+		failed = append(failed, fmt.Sprintf("%d invalid", sum.Invalid))
+	}
+	if sum.Errors > 0 {
+		failed = append(failed, fmt.Sprintf("%d failed to enqueue", sum.Errors))
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%s lines; see their result lines", strings.Join(failed, " and "))
+	}
+	return nil
+}
+
+// openInput opens name, or returns stdin for "" and "-". size is the
+// file's size, or -1 when unknown.
+func openInput(name string, stdin io.Reader) (r io.Reader, size int64, closeFn func(), err error) {
+	if name == "" || name == "-" {
+		return stdin, -1, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	size = -1
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	return f, size, func() { _ = f.Close() }, nil
+}
+
+// inputFormat picks the format: --format, else the file extension, else
+// the first character of the input.
+func inputFormat(flagValue, name string, br *bufio.Reader) (batch.Format, error) {
+	if flagValue != "" {
+		f, err := batch.ParseFormat(flagValue)
+		if err != nil {
+			return "", fmt.Errorf("--format: %w", err)
+		}
+		return f, nil
+	}
+	if f, ok := batch.FormatForName(name); ok {
+		return f, nil
+	}
+	return batch.Sniff(br)
+}
+
+// newProgress returns a progress bar on stderr when it is a terminal, and
+// nil otherwise: a bar in a log file or a pipe is noise. With a known size
+// the bar counts input bytes, otherwise result lines.
+func newProgress(stderr io.Writer, size int64) *progressbar.ProgressBar {
+	f, ok := stderr.(*os.File)
+	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
+		return nil
+	}
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("enqueue"),
+		progressbar.OptionThrottle(100 * time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+	}
+	if size > 0 {
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionSetPredictTime(true))
+		return progressbar.NewOptions64(size, opts...)
+	}
+	opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("lines"))
+	return progressbar.NewOptions64(-1, opts...)
+}
+
+// peakRSS reports the process's peak resident set size from
+// /proc/self/status (Linux).
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unavailable on this system"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unavailable on this system"
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/redistest"
+	"github.com/smsq/smsq/internal/tasks"
+)
+
+type nopAsynqLogger struct{}
+
+func (nopAsynqLogger) Debug(...any) {}
+func (nopAsynqLogger) Info(...any)  {}
+func (nopAsynqLogger) Warn(...any)  {}
+func (nopAsynqLogger) Error(...any) {}
+func (nopAsynqLogger) Fatal(...any) {}
+
+// pipeline is a real Redis with a worker's handler serving it, calling a
+// fake GenAuth: the data why reads is written by the code that writes it
+// in production.
+type pipeline struct {
+	redis *redistest.Server
+	fake  *genauthtest.Server
+	ins   *asynq.Inspector
+}
+
+func startPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	fake := genauthtest.NewServer(genauthtest.Options{})
+	t.Cleanup(fake.Close)
+	client, err := genauth.New(genauth.Config{AppHost: fake.URL(), AppID: fake.AppID()})
+	if err != nil {
+		t.Fatalf("genauth.New: %v", err)
+	}
+	resv, err := dedupe.New(dedupe.Config{Client: rdb})
+	if err != nil {
+		t.Fatalf("dedupe.New: %v", err)
+	}
+	hist, err := history.New(history.Config{Client: rdb})
+	if err != nil {
+		t.Fatalf("history.New: %v", err)
+	}
+	h, err := tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: resv, Journal: hist})
+	if err != nil {
+		t.Fatalf("NewHandler: %v", err)
+	}
+	asrv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:       1,
+		Queues:            tasks.DefaultQueues(),
+		TaskCheckInterval: 20 * time.Millisecond,
+		RetryDelayFunc:    tasks.RetryDelay,
+		IsFailure:         tasks.IsFailure,
+		Logger:            nopAsynqLogger{},
+		LogLevel:          asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendSMS, h)
+	if err := asrv.Start(mux); err != nil {
+		t.Fatalf("asynq Start: %v", err)
+	}
+	t.Cleanup(asrv.Shutdown)
+	return &pipeline{redis: srv, fake: fake, ins: asynq.NewInspectorFromRedisClient(rdb)}
+}
+
+// send queues one code with the enqueue command and waits until the task
+// is completed or archived.
+func (p *pipeline) send(t *testing.T, key, channel, phone string) *asynq.TaskInfo {
+	t.Helper()
+	r := runCmd(t, p.redis.URL(), "", "--channel", channel, "--phone", phone, "--idempotency-key", key)
+	if r.code != 0 {
+		t.Fatalf("enqueue %s: exit %d: %v", key, r.code, r.err)
+	}
+	queue := tasks.QueueFor(genauth.Channel(channel))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := p.ins.GetTaskInfo(queue, key)
+		if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) && len(info.Result) > 0 {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s did not finish: %v %+v", key, err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWhy(t *testing.T) {
+	p := startPipeline(t)
+	sent := p.send(t, "why-1", "CHANNEL_LOGIN", "+8613800138000")
+	p.send(t, "why-2", "CHANNEL_LOGIN", "138 0013 8000")
+	p.fake.Inject(genauthtest.Fault{Kind: genauthtest.FaultBodyStatus, StatusCode: 400, APICode: 12004})
+	failed := p.send(t, "why-3", "CHANNEL_REGISTER", "+8613800138000")
+	var sentRes, failedRes tasks.Result
+	decodeJSON(t, string(sent.Result), &sentRes)
+	decodeJSON(t, string(failed.Result), &failedRes)
+	if sentRes.RequestID == "" || failedRes.RequestID == "" {
+		t.Fatalf("results carry no requestId: %s / %s", sent.Result, failed.Result)
+	}
+	url := p.redis.URL()
+
+	t.Run("phone text", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--phone", "13800138000")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %v", r.code, r.err)
+		}
+		for _, want := range []string{
+			"phone +86 138****8000",
+			"CHANNEL_LOGIN  sent  task why-1  since ",
+			"none on the other 10 channels",
+			"failed (final)  task why-3  CHANNEL_REGISTER  queue default  attempt 1",
+			"genauth: HTTP 200, statusCode 400, apiCode 12004, message \"Invalid argument\"",
+			"requestId " + failedRes.RequestID,
+			"deduplicated (final)  task why-2  CHANNEL_LOGIN  queue critical",
+			"reservation: held by task why-1",
+			"sent (final)  task why-1  CHANNEL_LOGIN",
+			"genauth: HTTP 200, statusCode 200",
+			"requestId " + sentRes.RequestID,
+		} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		// Newest first.
+		if i, j := strings.Index(r.stdout, "task why-3"), strings.Index(r.stdout, "sent (final)  task why-1"); i > j {
+			t.Errorf("why-3 listed after why-1:\n%s", r.stdout)
+		}
+		if strings.Contains(r.stdout, "13800138000") {
+			t.Fatalf("output shows the full number:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("phone json one channel", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--phone", "+8613800138000", "--channel", "channel_register", "--json")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %v", r.code, r.err)
+		}
+		var rep phoneReport
+		decodeJSON(t, r.stdout, &rep)
+		if rep.Phone != "+86 138****8000" || len(rep.Channels) != 1 || len(rep.Reservations) != 0 {
+			t.Fatalf("report %+v: want masked phone, one channel, no reservation (a permanent failure releases it)", rep)
+		}
+		if len(rep.Recent) != 1 {
+			t.Fatalf("recent = %+v, want only why-3", rep.Recent)
+		}
+		got := rep.Recent[0]
+		if got.TaskID != "why-3" || got.Outcome != "failed" || !got.Final || got.StatusCode != 400 || got.APICode != 12004 || got.RequestID != failedRes.RequestID {
+			t.Fatalf("recent[0] = %+v", got)
+		}
+		if strings.Contains(r.stdout, "13800138000") {
+			t.Fatalf("output shows the full number:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("task json", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--task", "why-1", "--json")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %v", r.code, r.err)
+		}
+		var rep taskReport
+		decodeJSON(t, r.stdout, &rep)
+		if rep.History == nil || rep.History.Outcome != "sent" || rep.History.RequestID != sentRes.RequestID {
+			t.Fatalf("history = %+v, want sent with requestId %s", rep.History, sentRes.RequestID)
+		}
+		if rep.Asynq == nil || rep.Asynq.State != "completed" || rep.Asynq.Queue != "critical" || rep.Asynq.CompletedAt.IsZero() {
+			t.Fatalf("asynq = %+v, want completed in critical", rep.Asynq)
+		}
+		var res tasks.Result
+		decodeJSON(t, string(rep.Asynq.Result), &res)
+		if res.Outcome != "sent" || res.Phone != "+86 138****8000" {
+			t.Fatalf("asynq result = %+v", res)
+		}
+	})
+
+	t.Run("task text archived", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--task", "why-3")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %v", r.code, r.err)
+		}
+		for _, want := range []string{
+			"task why-3", "phone +86 138****8000", "failed (final)",
+			"asynq: queue default, state archived, retried 0 of 5", "last error: ",
+		} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("output lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if strings.Contains(r.stdout, "13800138000") {
+			t.Fatalf("output shows the full number:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("unknown task", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--task", "nope", "--queue", "low")
+		if r.code != 1 || !strings.Contains(errText(r.err), `task "nope": no history`) {
+			t.Fatalf("exit %d, error %v; want 1 and no history", r.code, r.err)
+		}
+	})
+
+	t.Run("no tasks for phone", func(t *testing.T) {
+		r := runCmd(t, url, "", "why", "--phone", "+8613800138999")
+		if r.code != 0 || !strings.Contains(r.stdout, "recent tasks: none kept") || !strings.Contains(r.stdout, "none on any of the 11 channels") {
+			t.Fatalf("exit %d, error %v:\n%s", r.code, r.err, r.stdout)
+		}
+	})
+}
+
+func TestWhyUsage(t *testing.T) {
+	t.Parallel()
+	url := closedURL(t) // usage errors come before any Redis contact
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"why"}, "give either --phone or --task"},
+		{[]string{"why", "--phone", "+8613800138000", "--task", "x"}, "give either --phone or --task"},
+		{[]string{"why", "--phone", "12345"}, "--phone: invalid phone number"},
+		{[]string{"why", "--phone", "+8613800138000", "--channel", "nope"}, "--channel"},
+		{[]string{"why", "--phone", "+8613800138000", "--queue", "low"}, "--queue goes with --task"},
+		{[]string{"why", "--task", "x", "--channel", "CHANNEL_LOGIN"}, "go with --phone"},
+		{[]string{"why", "--task", "x", "--limit", "0"}, "--limit 0"},
+	}
+	for _, tt := range tests {
+		r := runCmd(t, url, "", tt.args...)
+		if r.code != 2 || !strings.Contains(errText(r.err), tt.want) {
+			t.Fatalf("%v: exit %d, error %v; want 2 and %q", tt.args, r.code, r.err, tt.want)
+		}
+	}
+}
+
+func TestWhyRedisDown(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	r := runCmd(t, closedURL(t), "", "why", "--task", "x", "--timeout", "2s")
+	if r.code != 1 || !strings.Contains(errText(r.err), "cannot reach Redis") {
+		t.Fatalf("exit %d, error %v; want 1 and cannot reach Redis", r.code, r.err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %s to give up", d)
+	}
+}

@@ -1,0 +1,352 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/tasks"
+)
+
+// Status is what became of one line.
+type Status string
+
+// Line statuses.
+const (
+	// StatusEnqueued: the task is queued.
+	StatusEnqueued Status = "enqueued"
+	// StatusDuplicate: a task with the line's idempotency key is already
+	// queued or retained; nothing new was queued. Not a failure: it is what
+	// re-running a file reports.
+	StatusDuplicate Status = "duplicate"
+	// StatusValid: the line is valid (dry run; nothing was queued).
+	StatusValid Status = "valid"
+	// StatusInvalid: the line does not parse or holds an invalid field;
+	// Redis was not touched.
+	StatusInvalid Status = "invalid"
+	// StatusError: the line is valid but enqueueing failed (Redis error or
+	// timeout); it may be retried.
+	StatusError Status = "error"
+)
+
+// Result is the report of one line, written as one JSON line.
+type Result struct {
+	// Line is the line number in the input (see Record.Line).
+	Line   int    `json:"line"`
+	Status Status `json:"status"`
+	// TaskID is the queued task's ID, or the idempotency key of a duplicate
+	// or of a valid line in a dry run.
+	TaskID string `json:"taskId,omitempty"`
+	// Queue is the task's queue.
+	Queue string `json:"queue,omitempty"`
+	// Reason says what is wrong with an invalid line or why enqueueing
+	// failed. Phone numbers in it are masked.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Enqueuer queues one task; *asynq.Client is one.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+var _ Enqueuer = (*asynq.Client)(nil)
+
+// Defaults.
+const (
+	DefaultConcurrency = 16
+	DefaultTimeout     = 5 * time.Second
+	DefaultMaxErrors   = 100
+)
+
+// ErrTooManyErrors is returned by Run when Config.MaxErrors lines failed to
+// enqueue: Redis is likely down, and going on would only report more.
+var ErrTooManyErrors = errors.New("too many enqueue errors")
+
+// Config configures Run.
+type Config struct {
+	// Enqueuer queues valid lines; nil makes a dry run, which validates
+	// every line and queues nothing.
+	Enqueuer Enqueuer
+	// Concurrency is how many lines are enqueued at once; default
+	// DefaultConcurrency.
+	Concurrency int
+	// Window bounds how many lines may be read ahead of the oldest line not
+	// yet reported, and so the memory used; default 64 x Concurrency. It
+	// must be at least Concurrency.
+	Window int
+	// Timeout bounds each enqueue; default DefaultTimeout.
+	Timeout time.Duration
+	// MaxErrors stops reading after this many StatusError lines; default
+	// DefaultMaxErrors, negative for no limit.
+	MaxErrors int
+	// Output receives every line's Result, in input order, from one
+	// goroutine. An error from it stops the run and is returned. Required.
+	Output func(Result) error
+	// Now is the clock that send-within and delay count from; default
+	// time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Window == 0 {
+		c.Window = 64 * c.Concurrency
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxErrors == 0 {
+		c.MaxErrors = DefaultMaxErrors
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Output == nil:
+		return errors.New("batch: Config.Output is required")
+	case c.Concurrency < 1:
+		return fmt.Errorf("batch: Config.Concurrency %d: must be at least 1", c.Concurrency)
+	case c.Window < c.Concurrency:
+		return fmt.Errorf("batch: Config.Window %d: must be at least Concurrency (%d)", c.Window, c.Concurrency)
+	case c.Timeout < 0:
+		return fmt.Errorf("batch: Config.Timeout %s: must be positive", c.Timeout)
+	}
+	return nil
+}
+
+// Summary counts the lines of a run by status.
+type Summary struct {
+	Lines, Enqueued, Duplicate, Valid, Invalid, Errors int
+	// LastLine is the input line number of the last line reported.
+	LastLine int
+	Elapsed  time.Duration
+}
+
+// Rate returns lines per second.
+func (s Summary) Rate() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Lines) / s.Elapsed.Seconds()
+}
+
+// String is the one-line summary printed at the end of a run.
+func (s Summary) String() string {
+	var parts []string
+	if s.Valid > 0 || (s.Enqueued == 0 && s.Duplicate == 0 && s.Errors == 0) {
+		parts = append(parts, fmt.Sprintf("valid %d", s.Valid))
+	}
+	if s.Enqueued > 0 || s.Duplicate > 0 || s.Errors > 0 || s.Valid == 0 {
+		parts = append(parts, fmt.Sprintf("enqueued %d, duplicate %d", s.Enqueued, s.Duplicate))
+	}
+	parts = append(parts, fmt.Sprintf("invalid %d, error %d", s.Invalid, s.Errors))
+	return fmt.Sprintf("%s, in %.1fs (%.0f lines/s)", strings.Join(parts, ", "), s.Elapsed.Seconds(), s.Rate())
+}
+
+func (s *Summary) add(r Result) {
+	s.Lines++
+	s.LastLine = r.Line
+	switch r.Status {
+	case StatusEnqueued:
+		s.Enqueued++
+	case StatusDuplicate:
+		s.Duplicate++
+	case StatusValid:
+		s.Valid++
+	case StatusInvalid:
+		s.Invalid++
+	case StatusError:
+		s.Errors++
+	}
+}
+
+type job struct {
+	seq int
+	rec Record
+}
+
+type done struct {
+	seq int
+	res Result
+}
+
+// Run reads r to the end, enqueues every valid line and reports each line
+// to cfg.Output in input order. Lines are processed by cfg.Concurrency
+// goroutines; at most cfg.Window lines are held at once, so memory does not
+// grow with the input.
+//
+// Run stops early when ctx ends, when the reader fails, when Output fails
+// or after cfg.MaxErrors failed enqueues; lines already being enqueued are
+// finished and reported (each within cfg.Timeout), later ones are not read,
+// and the error says why. The Summary counts the lines reported.
+func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return Summary{}, err
+	}
+	start := time.Now()
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+
+	var (
+		mu         sync.Mutex
+		stopped    bool
+		dispatched int
+		readErr    error // set before jobs is closed
+	)
+	slots := make(chan struct{}, cfg.Window)
+	jobs := make(chan job, cfg.Concurrency)
+	results := make(chan done, cfg.Concurrency)
+
+	// The reader runs apart from the collector so that a Read blocked on a
+	// pipe cannot keep Run from returning once it is told to stop.
+	go func() {
+		defer close(jobs)
+		for seq := 0; ; seq++ {
+			select {
+			case slots <- struct{}{}:
+			case <-runCtx.Done():
+				readErr = context.Cause(runCtx)
+				return
+			}
+			rec, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				readErr = err
+				stop(err)
+				return
+			}
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			dispatched++
+			mu.Unlock()
+			jobs <- job{seq: seq, rec: rec}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for range cfg.Concurrency {
+		wg.Go(func() {
+			for j := range jobs {
+				results <- done{seq: j.seq, res: process(runCtx, cfg, j.rec)}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(results) }()
+
+	var (
+		sum     Summary
+		pending = map[int]Result{}
+		next    int
+		target  = -1 // lines to report once stopped; -1 while running
+		failure error
+	)
+	emit := func(d done) {
+		pending[d.seq] = d.res
+		for {
+			res, ok := pending[next]
+			if !ok {
+				return
+			}
+			delete(pending, next)
+			next++
+			<-slots
+			sum.add(res)
+			if failure != nil {
+				continue
+			}
+			if err := cfg.Output(res); err != nil {
+				failure = fmt.Errorf("write result: %w", err)
+				stop(failure)
+				continue
+			}
+			if res.Status == StatusError && cfg.MaxErrors > 0 && sum.Errors >= cfg.MaxErrors {
+				failure = fmt.Errorf("%w: stopped after %d lines failed to enqueue", ErrTooManyErrors, sum.Errors)
+				stop(failure)
+			}
+		}
+	}
+	doneCh := runCtx.Done()
+	drained := false
+	for !drained && (target < 0 || next < target) {
+		select {
+		case d, ok := <-results:
+			if !ok {
+				drained = true
+				break
+			}
+			emit(d)
+		case <-doneCh:
+			doneCh = nil
+			mu.Lock()
+			stopped = true
+			target = dispatched
+			mu.Unlock()
+		}
+	}
+	sum.Elapsed = time.Since(start)
+	switch {
+	case failure != nil:
+		return sum, failure
+	case drained:
+		// Every line read was reported; readErr says whether the input ended.
+		return sum, readErr
+	default:
+		return sum, context.Cause(runCtx)
+	}
+}
+
+// process validates one record and enqueues it.
+func process(ctx context.Context, cfg Config, rec Record) Result {
+	res := Result{Line: rec.Line}
+	if rec.Err != nil {
+		res.Status, res.Reason = StatusInvalid, rec.Err.Error()
+		return res
+	}
+	t, v, err := smsq.Prepare(rec.Request(), cfg.Now(), rec.Options()...)
+	if err != nil {
+		res.Status, res.Reason = StatusInvalid, strings.TrimPrefix(err.Error(), smsq.ErrInvalidRequest.Error()+": ")
+		return res
+	}
+	res.TaskID = v.IdempotencyKey
+	res.Queue = rec.Queue
+	if res.Queue == "" {
+		res.Queue = tasks.QueueFor(v.Channel)
+	}
+	if cfg.Enqueuer == nil {
+		res.Status = StatusValid
+		return res
+	}
+	// Detached from ctx: a line being enqueued when the run stops is
+	// finished, so its report says what happened in Redis.
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeout)
+	defer cancel()
+	info, err := cfg.Enqueuer.EnqueueContext(ectx, t)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		res.Status = StatusDuplicate
+	case err != nil:
+		res.Status, res.Reason = StatusError, err.Error()
+	default:
+		res.Status, res.TaskID, res.Queue = StatusEnqueued, info.ID, info.Queue
+	}
+	return res
+}

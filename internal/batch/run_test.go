@@ -1,0 +1,319 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/smsq/smsq/internal/genauth"
+)
+
+// fakeEnqueuer is an Enqueuer whose behaviour a test sets.
+type fakeEnqueuer struct {
+	EnqueueFunc func(ctx context.Context, t *asynq.Task) (*asynq.TaskInfo, error)
+	calls       atomic.Int64
+}
+
+func (f *fakeEnqueuer) EnqueueContext(ctx context.Context, t *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+	f.calls.Add(1)
+	return f.EnqueueFunc(ctx, t)
+}
+
+// collect returns an Output that appends to a slice, and the slice.
+func collect() (func(Result) error, *[]Result) {
+	var out []Result
+	return func(r Result) error { out = append(out, r); return nil }, &out
+}
+
+func csvReader(t *testing.T, in string) Reader {
+	t.Helper()
+	r, err := NewCSVReader(strings.NewReader(in))
+	if err != nil {
+		t.Fatalf("NewCSVReader: %v", err)
+	}
+	return r
+}
+
+const mixedCSV = `channel,phone,idempotency_key,queue
+CHANNEL_LOGIN,+8613800138000,k1,
+CHANNEL_LOGIN,12345,k2,
+CHANNEL_NOPE,+8613800138001,,
+CHANNEL_REGISTER,13800138002,,low
+CHANNEL_RESET_PASSWORD,13800138003,bad key,
+`
+
+func TestRunDryRun(t *testing.T) {
+	t.Parallel()
+	out, got := collect()
+	sum, err := Run(context.Background(), csvReader(t, mixedCSV), Config{Output: out, Concurrency: 3})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []Result{
+		{Line: 2, Status: StatusValid, TaskID: "k1", Queue: "critical"},
+		{Line: 3, Status: StatusInvalid, Reason: `phoneNumber: invalid phone number: "***45" is not a valid number for country code +86`},
+		{Line: 4, Status: StatusInvalid, Reason: `channel: "CHANNEL_NOPE" is not one of ` + channelList()},
+		{Line: 5, Status: StatusValid, Queue: "low"},
+		{Line: 6, Status: StatusInvalid, Reason: `idempotencyKey: "bad key" may hold only printable ASCII without spaces`},
+	}
+	assertResults(t, *got, want)
+	if sum.Valid != 2 || sum.Invalid != 3 || sum.Lines != 5 || sum.LastLine != 6 {
+		t.Fatalf("summary = %+v, want 2 valid, 3 invalid, 5 lines, last line 6", sum)
+	}
+}
+
+func channelList() string {
+	var names []string
+	for _, c := range genauth.Channels() {
+		names = append(names, string(c))
+	}
+	return strings.Join(names, ", ")
+}
+
+func assertResults(t *testing.T, got, want []Result) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d results, want %d:\n%+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("result %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// genLines is a Reader of n valid records, counting reads.
+type genLines struct {
+	n, read int
+	reads   atomic.Int64
+}
+
+func (g *genLines) Read() (Record, error) {
+	if g.read >= g.n {
+		return Record{}, io.EOF
+	}
+	g.read++
+	g.reads.Add(1)
+	return Record{Line: g.read + 1, Channel: "CHANNEL_LOGIN", Phone: fmt.Sprintf("+86138%08d", g.read), IdempotencyKey: fmt.Sprintf("k%d", g.read)}, nil
+}
+
+func TestRunKeepsInputOrderAndMapsErrors(t *testing.T) {
+	t.Parallel()
+	enq := &fakeEnqueuer{EnqueueFunc: func(ctx context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+		id, _ := strings.CutPrefix(taskID(task), "k")
+		var n int
+		fmt.Sscan(id, &n)
+		// Later lines finish first, so that order must be restored.
+		time.Sleep(time.Duration(50-n%50) * 20 * time.Microsecond)
+		switch n % 10 {
+		case 3:
+			return nil, asynq.ErrTaskIDConflict
+		case 7:
+			return nil, errors.New("READONLY You can't write against a read only replica")
+		}
+		return &asynq.TaskInfo{ID: taskID(task), Queue: "critical"}, nil
+	}}
+	out, got := collect()
+	sum, err := Run(context.Background(), &genLines{n: 200}, Config{Enqueuer: enq, Output: out, Concurrency: 8, Window: 16, MaxErrors: -1})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(*got) != 200 {
+		t.Fatalf("got %d results, want 200", len(*got))
+	}
+	for i, r := range *got {
+		n := i + 1
+		want := Result{Line: n + 1, Status: StatusEnqueued, TaskID: fmt.Sprintf("k%d", n), Queue: "critical"}
+		switch n % 10 {
+		case 3:
+			want.Status = StatusDuplicate
+		case 7:
+			want.Status, want.Reason = StatusError, "READONLY You can't write against a read only replica"
+		}
+		if r != want {
+			t.Fatalf("result %d = %+v, want %+v", i, r, want)
+		}
+	}
+	if sum.Enqueued != 160 || sum.Duplicate != 20 || sum.Errors != 20 {
+		t.Fatalf("summary = %+v, want 160 enqueued, 20 duplicate, 20 error", sum)
+	}
+}
+
+// taskID reads the idempotency key a task was made with (its payload's
+// idempotencyKey), since asynq.Task does not expose its options.
+func taskID(t *asynq.Task) string {
+	s := string(t.Payload())
+	_, after, _ := strings.Cut(s, `"idempotencyKey":"`)
+	id, _, _ := strings.Cut(after, `"`)
+	return id
+}
+
+// TestRunReadsAheadBoundedly proves the memory bound: while the enqueuer is
+// stuck, no more than Window lines are read.
+func TestRunReadsAheadBoundedly(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	enq := &fakeEnqueuer{EnqueueFunc: func(ctx context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+		<-release
+		return &asynq.TaskInfo{ID: "x", Queue: "critical"}, nil
+	}}
+	gen := &genLines{n: 200}
+	out, got := collect()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), gen, Config{Enqueuer: enq, Output: out, Concurrency: 4, Window: 32})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for enq.calls.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("enqueuer called %d times, want 4", enq.calls.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Give the reader every chance to run ahead, then check it did not.
+	time.Sleep(50 * time.Millisecond)
+	if n := gen.reads.Load(); n > 32 {
+		t.Fatalf("read %d lines while 4 were stuck, want at most the window of 32", n)
+	}
+	close(release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not finish")
+	}
+	if len(*got) != 200 {
+		t.Fatalf("got %d results, want 200", len(*got))
+	}
+}
+
+func TestRunStopsAfterMaxErrors(t *testing.T) {
+	t.Parallel()
+	enq := &fakeEnqueuer{EnqueueFunc: func(ctx context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+		return nil, errors.New("dial tcp: connection refused")
+	}}
+	gen := &genLines{n: 100000}
+	out, got := collect()
+	sum, err := Run(context.Background(), gen, Config{Enqueuer: enq, Output: out, Concurrency: 4, MaxErrors: 10})
+	if !errors.Is(err, ErrTooManyErrors) {
+		t.Fatalf("Run error = %v, want ErrTooManyErrors", err)
+	}
+	// Lines already in flight are reported, later ones not read.
+	if sum.Errors < 10 || len(*got) > 10 || gen.reads.Load() > int64(64*4+1) {
+		t.Fatalf("errors %d, output %d, read %d: want >= 10 errors, 10 reported, at most one window read", sum.Errors, len(*got), gen.reads.Load())
+	}
+	for i, r := range *got {
+		if r.Line != i+2 || r.Status != StatusError {
+			t.Fatalf("result %d = %+v, want line %d error", i, r, i+2)
+		}
+	}
+}
+
+// blockingReader blocks its second Read until the test ends, like a quiet
+// pipe.
+type blockingReader struct {
+	n       int
+	unblock chan struct{}
+}
+
+func (b *blockingReader) Read() (Record, error) {
+	b.n++
+	if b.n == 1 {
+		return Record{Line: 1, Channel: "CHANNEL_LOGIN", Phone: "+8613800138000"}, nil
+	}
+	<-b.unblock
+	return Record{}, io.EOF
+}
+
+func TestRunReturnsWhenCancelledDuringABlockedRead(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &blockingReader{unblock: make(chan struct{})}
+	t.Cleanup(func() { close(r.unblock) })
+	var mu sync.Mutex
+	var got []Result
+	out := func(res Result) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, res)
+		cancel() // the first result arrives while the reader is blocked
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, r, Config{Output: out})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run error = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Status != StatusValid {
+		t.Fatalf("results = %+v, want the one valid line", got)
+	}
+}
+
+func TestRunStopsOnOutputError(t *testing.T) {
+	t.Parallel()
+	broken := errors.New("broken pipe")
+	calls := 0
+	out := func(Result) error { calls++; return broken }
+	_, err := Run(context.Background(), &genLines{n: 10000}, Config{Output: out})
+	if !errors.Is(err, broken) || calls != 1 {
+		t.Fatalf("Run error = %v after %d outputs, want broken pipe after 1", err, calls)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	out := func(Result) error { return nil }
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "Config.Output is required"},
+		{Config{Output: out, Concurrency: -1}, "Config.Concurrency -1"},
+		{Config{Output: out, Concurrency: 8, Window: 4}, "Config.Window 4"},
+		{Config{Output: out, Timeout: -time.Second}, "Config.Timeout -1s"},
+	}
+	for _, tt := range tests {
+		_, err := Run(context.Background(), &genLines{}, tt.cfg)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Fatalf("Run(%+v) error = %v, want one naming %q", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+func TestSummaryString(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		s    Summary
+		want string
+	}{
+		{Summary{Lines: 4, Enqueued: 2, Duplicate: 1, Errors: 1, Elapsed: 2 * time.Second}, "enqueued 2, duplicate 1, invalid 0, error 1, in 2.0s (2 lines/s)"},
+		{Summary{Lines: 3, Valid: 2, Invalid: 1, Elapsed: time.Second}, "valid 2, invalid 1, error 0, in 1.0s (3 lines/s)"},
+		{Summary{}, "valid 0, enqueued 0, duplicate 0, invalid 0, error 0, in 0.0s (0 lines/s)"},
+	}
+	for _, tt := range tests {
+		if got := tt.s.String(); got != tt.want {
+			t.Fatalf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
