@@ -389,7 +389,7 @@ func checkCase(t *testing.T, tc handlerCase, res Result, err error, sender *fake
 func TestProcessTaskOutcomes(t *testing.T) {
 	t.Parallel()
 	backoffFirst := [2]time.Duration{500 * time.Millisecond, time.Second}
-	windowJitter := [2]time.Duration{testWindow + 50*time.Millisecond, testWindow + 50*time.Millisecond + testWindow/10}
+	windowJitter := [2]time.Duration{testWindow + scheduleSlack, testWindow + scheduleSlack + testWindow/10}
 	dialErr := &genauth.Error{Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
 	timeoutErr := &genauth.Error{Err: context.DeadlineExceeded, RequestWritten: true}
 	lastTry := &taskMeta{id: "task-1", retried: DefaultMaxRetry, maxRetry: DefaultMaxRetry, queue: QueueCritical}
@@ -421,13 +421,13 @@ func TestProcessTaskOutcomes(t *testing.T) {
 			name:        "throttled with Retry-After",
 			send:        reply(nil, &genauth.Error{HTTPStatus: 200, StatusCode: 429, RetryAfter: 7 * time.Second}),
 			wantOutcome: OutcomeThrottled, wantCalls: 1, wantOps: []string{"acquire", "release"},
-			wantErr: wantRetry, minDelay: 7*time.Second + 50*time.Millisecond, maxDelay: 7*time.Second + 750*time.Millisecond,
+			wantErr: wantRetry, minDelay: 7*time.Second + scheduleSlack, maxDelay: 7*time.Second + scheduleSlack + 700*time.Millisecond,
 		},
 		{
 			name:        "throttled without Retry-After",
 			send:        reply(nil, &genauth.Error{HTTPStatus: 429}),
 			wantOutcome: OutcomeThrottled, wantCalls: 1, wantOps: []string{"acquire", "release"},
-			wantErr: wantRetry, minDelay: DefaultThrottleDelay, maxDelay: DefaultThrottleDelay + 50*time.Millisecond + DefaultThrottleDelay/10,
+			wantErr: wantRetry, minDelay: DefaultThrottleDelay + scheduleSlack, maxDelay: DefaultThrottleDelay + scheduleSlack + DefaultThrottleDelay/10,
 		},
 		{
 			name:        "dial error retries with backoff",
@@ -463,13 +463,13 @@ func TestProcessTaskOutcomes(t *testing.T) {
 			name:    "held by another task, payload asks to defer",
 			acquire: heldBy("task-0", dedupe.StateSent, 40*time.Second), edit: func(p *Payload) { p.OnHeld = OnHeldDefer },
 			wantOutcome: OutcomeDeferred, wantOps: []string{"acquire"}, wantHolder: "task-0",
-			wantErr: wantRetry, minDelay: 40*time.Second + 50*time.Millisecond, maxDelay: 44*time.Second + 50*time.Millisecond,
+			wantErr: wantRetry, minDelay: 40*time.Second + scheduleSlack, maxDelay: 44*time.Second + scheduleSlack,
 		},
 		{
 			name:    "held by another task, worker defaults to defer",
 			acquire: heldBy("task-0", dedupe.StateReserved, 40*time.Second), onHeld: OnHeldDefer,
 			wantOutcome: OutcomeDeferred, wantOps: []string{"acquire"}, wantHolder: "task-0",
-			wantErr: wantRetry, minDelay: 40*time.Second + 50*time.Millisecond, maxDelay: 44*time.Second + 50*time.Millisecond,
+			wantErr: wantRetry, minDelay: 40*time.Second + scheduleSlack, maxDelay: 44*time.Second + scheduleSlack,
 		},
 		{
 			name:    "payload dedupe overrides worker defer",
@@ -516,7 +516,7 @@ func TestProcessTaskOutcomes(t *testing.T) {
 			name:    "re-entered reservation already unknown",
 			acquire: reentered(dedupe.StateUnknown, 20*time.Second), begin: begun(history.Begun{Attempt: 2, UnknownAttempts: 1}),
 			wantOutcome: OutcomeUnknown, wantOps: []string{"acquire"},
-			wantErr: wantRetry, minDelay: 20*time.Second + 50*time.Millisecond, maxDelay: 22*time.Second + 50*time.Millisecond,
+			wantErr: wantRetry, minDelay: 20*time.Second + scheduleSlack, maxDelay: 22*time.Second + scheduleSlack,
 			wantUnknown: false, wantUnknownSeen: 1,
 		},
 		{

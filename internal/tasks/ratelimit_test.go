@@ -172,7 +172,7 @@ func TestRateLimitLongWaitDefers(t *testing.T) {
 			if r.err == nil || errors.Is(r.err, asynq.SkipRetry) || IsFailure(r.err) {
 				t.Fatalf("error %v: want a retry that is not a failure", r.err)
 			}
-			lo, hi := tt.lastWait+50*time.Millisecond, tt.lastWait+50*time.Millisecond+tt.lastWait/10
+			lo, hi := tt.lastWait+scheduleSlack, tt.lastWait+scheduleSlack+tt.lastWait/10
 			if d := RetryDelay(0, r.err, nil); d < lo || d > hi {
 				t.Fatalf("RetryDelay = %v, want within [%v, %v]", d, lo, hi)
 			}

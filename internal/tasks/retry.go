@@ -61,8 +61,13 @@ func IsFailure(err error) bool {
 	return true
 }
 
-// jitter adds up to a tenth of d (at least 50 ms) so that tasks waiting on
+// scheduleSlack is added to every delay a task asks for: asynq stores retry
+// times in whole seconds, truncated, so without it a task could come back
+// up to a second before a Retry-After or a reservation's expiry.
+const scheduleSlack = time.Second
+
+// jitter adds the slack and up to a tenth of d, so that tasks waiting on
 // the same moment do not wake together.
 func jitter(d time.Duration) time.Duration {
-	return d + 50*time.Millisecond + rand.N(d/10+1)
+	return d + scheduleSlack + rand.N(d/10+1)
 }
