@@ -87,7 +87,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.String(&s.RateLimitPerChannel, "rate-limit-per-channel", "SMSQ_RATE_LIMIT_PER_CHANNEL", "", "extra limits per channel under SMSQ_RATE_LIMIT, e.g. CHANNEL_LOGIN=50,CHANNEL_REGISTER=1200/m; a call must pass both")
 	set.Duration(&s.RateMaxWait, "rate-max-wait", "SMSQ_RATE_MAX_WAIT", tasks.DefaultRateMaxWait, "longest a task waits for the rate limit; a longer wait ends the attempt as throttled and it runs again when its turn comes")
 	set.Duration(&s.ShutdownTimeout, "shutdown-timeout", "SMSQ_SHUTDOWN_TIMEOUT", 15*time.Second, "how long running tasks may finish after SIGTERM")
-	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", time.Second, "how often an idle worker checks for new tasks")
+	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", 100*time.Millisecond, "how often an idle worker checks for new tasks: a new task waits up to 1.5 times this; each check costs a few Redis commands")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
 	bindHTTPSettings(set, s)

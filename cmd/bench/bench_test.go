@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smsq/smsq/internal/redistest"
+)
+
+// TestQuickRun runs the whole bench at smoke-test sizes against a private
+// Redis and checks that every figure is there and positive. It checks no
+// thresholds: figures depend on the machine.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs worker processes")
+	}
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{
+		"-quick", "-json", "-redis-url", srv.URL(),
+		"-tasks", "100", "-concurrency", "20", "-idle-samples", "3",
+		"-idle-window", "200ms", "-load-duration", "500ms", "-limiter-duration", "1s",
+		"-poll-sweep", "100ms",
+	}
+	if err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, stdout.String())
+	}
+	for _, path := range []string{
+		"enqueue.sequentialPerSec", "enqueue.parallelPerSec",
+		"processing.smsqPerSec", "processing.rawAsynqPerSec", "processing.ratio",
+		"processing.smsqCommandsPerTask", "processing.rawAsynqCommandsPerTask",
+		"processing.smsqRoundTripsPerTask", "processing.rawAsynqRoundTripsPerTask",
+		"worker.tasksPerSec", "worker.rssMiB", "worker.peakRssMiB",
+		"pickup.idleP50Ms", "pickup.idleP99Ms", "pickup.idleRedisCommandsPerSec",
+		"pickup.loadP50Ms", "pickup.loadP99Ms",
+		"limiter.workers",
+	} {
+		if _, ok := lookup(got, path); !ok {
+			t.Errorf("%s missing from the JSON", path)
+		}
+	}
+	if lim, _ := lookup(got, "limiter.available"); lim == true {
+		for _, path := range []string{"limiter.limitPerSec", "limiter.maxCallsInAnySecond"} {
+			if _, ok := lookup(got, path); !ok {
+				t.Errorf("%s missing although the limiter is available", path)
+			}
+		}
+	} else if note, _ := lookup(got, "limiter.note"); note != "n/a (no limiter)" {
+		t.Errorf("limiter.note = %v, want n/a (no limiter) when there is no limiter", note)
+	}
+	sweep, _ := lookup(got, "pollSweep")
+	if s, ok := sweep.([]any); !ok || len(s) != 1 {
+		t.Errorf("pollSweep = %v, want one point", sweep)
+	}
+	checkPositive(t, "", got)
+}
+
+// lookup follows a dotted path through decoded JSON objects.
+func lookup(v any, path string) (any, bool) {
+	for _, k := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// checkPositive fails for any number that is not positive and any empty
+// string, except in a limiter section that reports no limiter.
+func checkPositive(t *testing.T, path string, v any) {
+	t.Helper()
+	switch x := v.(type) {
+	case map[string]any:
+		if avail, ok := x["available"]; ok && avail == false {
+			return
+		}
+		for k, e := range x {
+			checkPositive(t, strings.TrimPrefix(path+"."+k, "."), e)
+		}
+	case []any:
+		for i, e := range x {
+			checkPositive(t, path+"["+strconv.Itoa(i)+"]", e)
+		}
+	case float64:
+		if x <= 0 {
+			t.Errorf("%s = %v, want a positive figure", path, x)
+		}
+	case string:
+		if x == "" {
+			t.Errorf("%s is empty", path)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+)
+
+// report is everything the bench measured. Every number in it is positive
+// when the measurement ran; the limiter's are zero when no limiter exists.
+type report struct {
+	Machine    machine           `json:"machine"`
+	Params     params            `json:"params"`
+	Enqueue    enqueueFigures    `json:"enqueue"`
+	Processing processingFigures `json:"processing"`
+	Worker     workerFigures     `json:"worker"`
+	Pickup     pickupFigures     `json:"pickup"`
+	Limiter    limiterFigures    `json:"limiter"`
+	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
+}
+
+type machine struct {
+	CPUs   int    `json:"cpus"`
+	GOOS   string `json:"goos"`
+	GOARCH string `json:"goarch"`
+	Go     string `json:"go"`
+	Redis  string `json:"redis"`
+}
+
+// enqueueFigures: smsq.Client.Send, tasks per second.
+type enqueueFigures struct {
+	Sequential float64 `json:"sequentialPerSec"`
+	Parallel   float64 `json:"parallelPerSec"`
+	Goroutines int     `json:"goroutines"`
+}
+
+// processingFigures: one in-process worker, zero-latency GenAuth.
+type processingFigures struct {
+	Smsq                  float64 `json:"smsqPerSec"`
+	RawAsynq              float64 `json:"rawAsynqPerSec"`
+	Ratio                 float64 `json:"ratio"`
+	SmsqCommandsPerTask   float64 `json:"smsqCommandsPerTask"`
+	RawCommandsPerTask    float64 `json:"rawAsynqCommandsPerTask"`
+	SmsqRoundTripsPerTask float64 `json:"smsqRoundTripsPerTask"`
+	RawRoundTripsPerTask  float64 `json:"rawAsynqRoundTripsPerTask"`
+	SmsqRedisCores        float64 `json:"smsqRedisCores,omitempty"`
+	RawRedisCores         float64 `json:"rawAsynqRedisCores,omitempty"`
+	SmsqProcessCores      float64 `json:"smsqProcessCores"`
+	RawProcessCores       float64 `json:"rawAsynqProcessCores"`
+}
+
+// workerFigures: one worker process with a slow GenAuth.
+type workerFigures struct {
+	GenAuthLatencyMS float64 `json:"genauthLatencyMs"`
+	Concurrency      int     `json:"concurrency"`
+	TasksPerSec      float64 `json:"tasksPerSec"`
+	RSSMiB           float64 `json:"rssMiB"`
+	PeakRSSMiB       float64 `json:"peakRssMiB"`
+	WorkerCores      float64 `json:"workerCores"`
+	RedisCores       float64 `json:"redisCores,omitempty"`
+}
+
+// pickupFigures: time from Send to the GenAuth call, worker defaults.
+type pickupFigures struct {
+	PollInterval         string  `json:"pollInterval"`
+	IdleSamples          int     `json:"idleSamples"`
+	IdleP50MS            float64 `json:"idleP50Ms"`
+	IdleP99MS            float64 `json:"idleP99Ms"`
+	IdleCommandsPerSec   float64 `json:"idleRedisCommandsPerSec"`
+	LoadRate             float64 `json:"loadRatePerSec"`
+	LoadGenAuthLatencyMS float64 `json:"loadGenauthLatencyMs"`
+	LoadSamples          int     `json:"loadSamples"`
+	LoadP50MS            float64 `json:"loadP50Ms"`
+	LoadP99MS            float64 `json:"loadP99Ms"`
+}
+
+// limiterFigures: GenAuth calls of several workers sharing one limit.
+type limiterFigures struct {
+	Available     bool    `json:"available"`
+	Note          string  `json:"note,omitempty"`
+	Workers       int     `json:"workers"`
+	Limit         float64 `json:"limitPerSec,omitempty"`
+	MaxPerSecond  float64 `json:"maxCallsInAnySecond,omitempty"`
+	MeanPerSecond float64 `json:"meanCallsPerSec,omitempty"`
+	MaxOfLimitPct float64 `json:"maxOfLimitPct,omitempty"`
+	Bound         float64 `json:"boundPerSec,omitempty"`
+}
+
+// pollPoint: an idle worker at one SMSQ_POLL_INTERVAL.
+type pollPoint struct {
+	Interval           string  `json:"interval"`
+	Samples            int     `json:"samples"`
+	P50MS              float64 `json:"p50Ms"`
+	P99MS              float64 `json:"p99Ms"`
+	MaxMS              float64 `json:"maxMs"`
+	IdleCommandsPerSec float64 `json:"idleRedisCommandsPerSec"`
+}
+
+func printTable(w io.Writer, r *report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(name, value, target string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", name, value, target) }
+	fmt.Fprintf(w, "smsq bench: %d CPUs, %s/%s, %s, Redis %s; %d tasks per phase, concurrency %d\n\n",
+		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, r.Machine.Redis, r.Params.Tasks, r.Params.Concurrency)
+	row("MEASURE", "VALUE", "TARGET")
+	row("enqueue, sequential Send", fmt.Sprintf("%.0f tasks/s", r.Enqueue.Sequential), "")
+	row(fmt.Sprintf("enqueue, %d goroutines", r.Enqueue.Goroutines), fmt.Sprintf("%.0f tasks/s", r.Enqueue.Parallel), "")
+	p := r.Processing
+	row("processing, raw asynq no-op handler", fmt.Sprintf("%.0f tasks/s", p.RawAsynq), "")
+	row("processing, smsq handler, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Smsq), "")
+	row("  smsq / raw asynq", fmt.Sprintf("%.2f", p.Ratio), ">= 0.50")
+	row("  Redis commands per task (server)", fmt.Sprintf("smsq %.1f, raw %.1f", p.SmsqCommandsPerTask, p.RawCommandsPerTask), "")
+	row("  Redis round trips per task (client)", fmt.Sprintf("smsq %.1f, raw %.1f", p.SmsqRoundTripsPerTask, p.RawRoundTripsPerTask), "")
+	row("  CPU cores used: redis-server, bench process", fmt.Sprintf("smsq %.2f + %.2f, raw %.2f + %.2f", p.SmsqRedisCores, p.SmsqProcessCores, p.RawRedisCores, p.RawProcessCores), "")
+	wk := r.Worker
+	row(fmt.Sprintf("worker process, %.0f ms GenAuth, concurrency %d", wk.GenAuthLatencyMS, wk.Concurrency), fmt.Sprintf("%.0f tasks/s", wk.TasksPerSec), ">= 1500")
+	row("  worker RSS after / peak", fmt.Sprintf("%.0f / %.0f MiB", wk.RSSMiB, wk.PeakRSSMiB), "")
+	row("  CPU cores used: redis-server, worker", fmt.Sprintf("%.2f + %.2f", wk.RedisCores, wk.WorkerCores), "")
+	pk := r.Pickup
+	row(fmt.Sprintf("pickup latency, idle (poll %s, %d tasks)", pk.PollInterval, pk.IdleSamples), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.IdleP50MS, pk.IdleP99MS), "p99 <= 250 ms")
+	row(fmt.Sprintf("pickup latency, %.0f tasks/s, %.0f ms GenAuth", pk.LoadRate, pk.LoadGenAuthLatencyMS), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.LoadP50MS, pk.LoadP99MS), "")
+	row("idle worker Redis load", fmt.Sprintf("%.0f commands/s", pk.IdleCommandsPerSec), "")
+	l := r.Limiter
+	if l.Available {
+		row(fmt.Sprintf("limiter, %d workers, SMSQ_RATE_LIMIT=%.0f", l.Workers, l.Limit),
+			fmt.Sprintf("max %.0f calls in any 1 s (%.0f%% of limit), mean %.1f/s", l.MaxPerSecond, l.MaxOfLimitPct, l.MeanPerSecond),
+			fmt.Sprintf("<= %.0f (rate + burst)", l.Bound))
+	} else {
+		row(fmt.Sprintf("limiter, %d workers", l.Workers), l.Note, "")
+	}
+	tw.Flush()
+	if len(r.PollSweep) > 0 {
+		fmt.Fprintln(w, "\nidle worker by SMSQ_POLL_INTERVAL:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "interval\tsamples\tp50 ms\tp99 ms\tmax ms\tRedis commands/s\t")
+		for _, pt := range r.PollSweep {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t\n", pt.Interval, pt.Samples, pt.P50MS, pt.P99MS, pt.MaxMS, pt.IdleCommandsPerSec)
+		}
+		tw.Flush()
+	}
+}
+
+// flagDefault reads a flag's default from Go flag usage text.
+func flagDefault(usage, name string) (string, bool) {
+	lines := strings.Split(usage, "\n")
+	head := regexp.MustCompile(`^\s+-` + regexp.QuoteMeta(name) + `(\s|$)`)
+	for i, line := range lines {
+		if !head.MatchString(line) {
+			continue
+		}
+		for j := i; j < len(lines) && (j == i || !strings.HasPrefix(strings.TrimSpace(lines[j]), "-")); j++ {
+			if m := defaultRE.FindStringSubmatch(lines[j]); m != nil {
+				return m[1], true
+			}
+		}
+		return "", true
+	}
+	return "", false
+}
+
+var defaultRE = regexp.MustCompile(`\(default "?([^")]*)"?\)`)

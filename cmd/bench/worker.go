@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/tasks"
+)
+
+// serverConfig is the asynq configuration cmd/worker uses, so that the
+// in-process measurements run the same server as the worker binary.
+func serverConfig(concurrency int, poll time.Duration) asynq.Config {
+	return asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   tasks.DefaultQueues(),
+		RetryDelayFunc:           tasks.RetryDelay,
+		IsFailure:                tasks.IsFailure,
+		Logger:                   &logging.Asynq{Log: zerolog.Nop(), Every: 30 * time.Second},
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          15 * time.Second,
+		TaskCheckInterval:        poll,
+		DelayedTaskCheckInterval: time.Second,
+	}
+}
+
+// smsqHandler wires the send handler as cmd/worker does: GenAuth client,
+// reservations, history. It logs one JSON line per attempt, as the worker
+// does, into io.Discard, so that the cost of building the line is counted.
+func smsqHandler(rdb redis.UniversalClient, fake *genauthtest.Server) (asynq.Handler, error) {
+	client, err := genauth.New(genauth.Config{AppHost: fake.URL(), AppID: fake.AppID()})
+	if err != nil {
+		return nil, err
+	}
+	store, err := dedupe.New(dedupe.Config{Client: rdb})
+	if err != nil {
+		return nil, err
+	}
+	journal, err := history.New(history.Config{Client: rdb})
+	if err != nil {
+		return nil, err
+	}
+	log := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Str("component", "handler").Logger()
+	return tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: store, Journal: journal, Logger: &log})
+}
+
+// span records when the first task started and the last one ended.
+type span struct {
+	done  atomic.Int64
+	mu    sync.Mutex
+	first time.Time
+	last  time.Time
+	all   chan struct{}
+	want  int64
+}
+
+func newSpan(want int) *span { return &span{want: int64(want), all: make(chan struct{})} }
+
+// wrap counts h's tasks.
+func (s *span) wrap(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		start := time.Now()
+		s.mu.Lock()
+		if s.first.IsZero() || start.Before(s.first) {
+			s.first = start
+		}
+		s.mu.Unlock()
+		err := h.ProcessTask(ctx, t)
+		end := time.Now()
+		s.mu.Lock()
+		if end.After(s.last) {
+			s.last = end
+		}
+		s.mu.Unlock()
+		if s.done.Add(1) == s.want {
+			close(s.all)
+		}
+		return err
+	})
+}
+
+// rate is tasks per second over the span.
+func (s *span) rate() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.last.Sub(s.first).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(s.done.Load()) / d
+}
+
+// roundTrips counts the requests a go-redis client sends: one per command,
+// one per pipeline.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// workerProc is a cmd/worker process started by the bench.
+type workerProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// buildWorker builds cmd/worker into dir.
+func buildWorker(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "worker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/smsq/smsq/cmd/worker")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build cmd/worker: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
+
+// startWorker runs the worker binary against redisURL and the fake, with
+// extra environment, and waits until it has started.
+func startWorker(ctx context.Context, bin, redisURL string, fake *genauthtest.Server, env ...string) (*workerProc, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = append(workerEnv(),
+		"REDIS_URL="+redisURL,
+		"GENAUTH_APP_HOST="+fake.URL(),
+		"GENAUTH_APP_ID="+fake.AppID(),
+		"SMSQ_LOG_FORMAT=json",
+		"SMSQ_LOG_LEVEL=info",
+		"SMSQ_HTTP_ADDR=off", // several workers run at once
+	)
+	cmd.Env = append(cmd.Env, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	w := &workerProc{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan struct{})
+	var tail tailBuffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		seen := false
+		for sc.Scan() {
+			line := sc.Text()
+			if !seen {
+				tail.add(line)
+				if strings.Contains(line, `"worker started"`) {
+					seen = true
+					close(ready)
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	go func() { w.err = cmd.Wait(); close(w.done) }()
+	select {
+	case <-ready:
+		return w, nil
+	case <-w.done:
+		return nil, fmt.Errorf("worker exited before starting: %v: %s", w.err, tail.String())
+	case <-time.After(30 * time.Second):
+		w.stop()
+		return nil, errors.New("worker did not start within 30s: " + tail.String())
+	case <-ctx.Done():
+		w.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop asks the worker to shut down and waits for it.
+func (w *workerProc) stop() {
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.done:
+	case <-time.After(20 * time.Second):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+}
+
+// memory reads the worker's resident set size now and at its peak, in
+// bytes, from /proc.
+func (w *workerProc) memory() (rss, hwm int64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(w.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch name {
+		case "VmRSS":
+			rss = n << 10
+		case "VmHWM":
+			hwm = n << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		return 0, 0, errors.New("no VmRSS/VmHWM in /proc status")
+	}
+	return rss, hwm, nil
+}
+
+// workerEnv is the bench's environment without the worker's own settings,
+// so that every worker starts from its defaults plus what the bench sets.
+func workerEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "SMSQ_") || strings.HasPrefix(name, "GENAUTH_") || strings.HasPrefix(name, "REDIS_URL") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// tailBuffer keeps the first lines of a worker's log for error messages.
+type tailBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tailBuffer) add(s string) {
+	t.mu.Lock()
+	if len(t.lines) < 20 {
+		t.lines = append(t.lines, s)
+	}
+	t.mu.Unlock()
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// cpuSeconds reads the CPU time (user + system) a process has used so far.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuMeter measures how many cores a process used between start and stop.
+type cpuMeter struct {
+	pid   int
+	cpu   float64
+	start time.Time
+}
+
+func startCPU(pid int) *cpuMeter {
+	if pid <= 0 {
+		return nil
+	}
+	c, err := cpuSeconds(pid)
+	if err != nil {
+		return nil
+	}
+	return &cpuMeter{pid: pid, cpu: c, start: time.Now()}
+}
+
+// cores returns the CPU used per second of wall time since start, or 0
+// when the process cannot be read.
+func (m *cpuMeter) cores() float64 {
+	if m == nil {
+		return 0
+	}
+	c, err := cpuSeconds(m.pid)
+	if err != nil {
+		return 0
+	}
+	return (c - m.cpu) / time.Since(m.start).Seconds()
+}
