@@ -283,3 +283,27 @@ func TestNewConfig(t *testing.T) {
 		}
 	}
 }
+
+// An attempt that began and never recorded (the worker died or was cut
+// off mid-call) shows as Interrupted to the next one; a recorded attempt
+// does not.
+func TestBeginReportsInterruptedAttempt(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, history.Config{})
+	ctx := context.Background()
+	now := time.Now()
+	b, err := s.Begin(ctx, "t-int", now)
+	if err != nil || b.Interrupted {
+		t.Fatalf("first Begin = %+v, %v; want not interrupted", b, err)
+	}
+	if b, err = s.Begin(ctx, "t-int", now); err != nil || !b.Interrupted {
+		t.Fatalf("Begin after an unrecorded attempt = %+v, %v; want interrupted", b, err)
+	}
+	e := history.Entry{TaskID: "t-int", Outcome: "retrying", UpdatedAt: now, Result: []byte(`{}`)}
+	if err := s.Record(ctx, "", e, false); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = s.Begin(ctx, "t-int", now); err != nil || b.Interrupted {
+		t.Fatalf("Begin after a recorded attempt = %+v, %v; want not interrupted", b, err)
+	}
+}

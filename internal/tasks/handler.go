@@ -37,6 +37,30 @@ type Journal interface {
 	Record(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool) error
 }
 
+// taskReader is the optional part of a Journal that reads a task's latest
+// recorded entry back.
+type taskReader interface {
+	Task(ctx context.Context, taskID string) (history.Entry, bool, error)
+}
+
+// restoreResult writes the journal's last result for a finished task onto
+// the asynq task, so that the Inspector and the UI show it even when the
+// original write was lost.
+func (h *Handler) restoreResult(ctx context.Context, a *attempt) {
+	tr, ok := h.journal.(taskReader)
+	w := a.task.ResultWriter()
+	if !ok || w == nil {
+		return
+	}
+	e, found, err := tr.Task(ctx, a.id)
+	if err != nil || !found || len(e.Result) == 0 {
+		return
+	}
+	if _, err := w.Write(e.Result); err != nil {
+		a.log.Warn().Err(err).Msg("cannot restore the recorded result")
+	}
+}
+
 // Observer is told the result of every attempt (metrics).
 type Observer interface {
 	Observe(r Result)
@@ -229,7 +253,10 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.res.FirstAttemptAt = a.begun.FirstSeen
 	a.res.UnknownAttempts = a.begun.UnknownAttempts
 	if IsFinal(a.begun.Outcome) {
-		// A redelivery (crash, shutdown requeue) of a task that finished.
+		// A redelivery (crash, shutdown requeue, a Redis failover that lost
+		// the result write) of a task that finished: copy the recorded
+		// result onto the task again rather than run it.
+		h.restoreResult(ctx, a)
 		a.log.Info().Str("outcome", a.begun.Outcome).Msg("task already finished; redelivery ignored")
 		return nil
 	}

@@ -32,6 +32,7 @@ func (nopAsynqLogger) Fatal(...any) {}
 type worker struct {
 	client *asynq.Client
 	insp   *asynq.Inspector
+	rc     *redis.Client
 }
 
 // startWorker runs a server with the handler, the real reservation and
@@ -70,7 +71,7 @@ func startWorker(t *testing.T, sender Sender) *worker {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	w := &worker{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
+	w := &worker{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), rc: rc}
 	t.Cleanup(func() { _ = w.client.Close(); _ = w.insp.Close() })
 	return w
 }
@@ -219,5 +220,36 @@ func TestWorkerInvalidPayloadIsArchived(t *testing.T) {
 	}
 	if n := len(sender.calls()); n != 0 {
 		t.Fatalf("GenAuth calls = %d, want 0", n)
+	}
+}
+
+// A task whose final outcome is in the journal but whose asynq result was
+// lost (a failover between the two writes) is not run again, and gets the
+// recorded result back.
+func TestWorkerRedeliveryRestoresRecordedResult(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	w := startWorker(t, &fakeSender{SendSMSFunc: func(context.Context, genauth.SendSMSRequest) (*genauth.Response, error) {
+		calls.Add(1)
+		return &genauth.Response{HTTPStatus: 200, StatusCode: 200, RequestID: "new"}, nil
+	}})
+	hist, err := history.New(history.Config{Client: w.rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := hist.Begin(ctx, "done-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	recorded := `{"outcome":"sent","final":true,"requestId":"earlier","attempt":1,"retried":0,"finishedAt":"2026-01-02T03:04:05Z","durationMs":3}`
+	if err := hist.Record(ctx, "", history.Entry{TaskID: "done-1", Outcome: OutcomeSent, Final: true, UpdatedAt: time.Now(), Result: json.RawMessage(recorded)}, false); err != nil {
+		t.Fatal(err)
+	}
+	_, res := w.waitState(t, w.enqueue(t, "done-1"), asynq.TaskStateCompleted)
+	if res.Outcome != OutcomeSent || res.RequestID != "earlier" {
+		t.Fatalf("result %+v, want the recorded one", res)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("GenAuth called %d times for a finished task", n)
 	}
 }
