@@ -123,14 +123,22 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 	if _, err := enqueueAll(ctx, smsq.NewClientFromRedis(b.rdb), b.phones(n), b.p.EnqueueGoroutines); err != nil {
 		return pr, err
 	}
-	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: b.p.Concurrency + 20})
+	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: 16})
 	if err != nil {
 		return pr, err
 	}
 	defer srvRDB.Close()
+	// As in the worker, the handler's stores get a pool of their own, so
+	// asynq's fetch loop never waits behind them for a connection.
+	hRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: b.p.Concurrency + 20})
+	if err != nil {
+		return pr, err
+	}
+	defer hRDB.Close()
 	rt := &roundTrips{}
 	srvRDB.AddHook(rt)
-	h, err := newHandler(srvRDB)
+	hRDB.AddHook(rt)
+	h, err := newHandler(hRDB)
 	if err != nil {
 		return pr, err
 	}

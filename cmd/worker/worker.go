@@ -215,7 +215,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	alog := &logging.Asynq{Log: log, Every: 30 * time.Second}
-	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+	// asynq gets a connection pool of its own: its one fetch loop takes a
+	// task per round trip, and must never queue behind the handlers'
+	// Redis traffic for a connection.
+	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: 16})
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	defer qrdb.Close()
+	w.srv = asynq.NewServerFromRedisClient(qrdb, asynq.Config{
 		Concurrency:              s.Concurrency,
 		Queues:                   queues,
 		StrictPriority:           s.StrictPriority,
