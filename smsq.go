@@ -95,7 +95,12 @@ func WithSendWithin(d time.Duration) Option { return func(o *options) { o.ttl = 
 
 // WithDeferWhenHeld makes the task wait for an earlier code's window to end
 // and then send, instead of completing as deduplicated.
-func WithDeferWhenHeld() Option { return func(o *options) { o.onHeld = tasks.OnHeldDefer } }
+func WithDeferWhenHeld() Option { return WithOnHeld(tasks.OnHeldDefer) }
+
+// WithOnHeld sets the held-reservation policy by name: "dedupe" or
+// "defer"; anything else makes Send fail with ErrInvalidRequest. Without
+// it the worker's default (SMSQ_ON_HELD) applies.
+func WithOnHeld(policy string) Option { return func(o *options) { o.onHeld = policy } }
 
 // Client queues requests. It is safe for concurrent use.
 type Client struct {

@@ -151,3 +151,20 @@ func Example() {
 	// login-7f3a critical +86 138****8000
 	// true
 }
+
+func TestWithOnHeld(t *testing.T) {
+	t.Parallel()
+	c, ins := newClient(t)
+	rc, err := c.Send(context.Background(), smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, smsq.WithOnHeld("dedupe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ins.GetTaskInfo(rc.Queue, rc.TaskID)
+	if err != nil || !strings.Contains(string(info.Payload), `"onHeld":"dedupe"`) {
+		t.Fatalf("payload %s, %v: want onHeld dedupe", info.Payload, err)
+	}
+	_, err = c.Send(context.Background(), smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, smsq.WithOnHeld("later"))
+	if !errors.Is(err, smsq.ErrInvalidRequest) || !strings.Contains(err.Error(), "onHeld") {
+		t.Fatalf("WithOnHeld(\"later\"): %v, want ErrInvalidRequest naming onHeld", err)
+	}
+}

@@ -179,15 +179,12 @@ func (r Record) Options() []smsq.Option {
 	if r.SendWithin != 0 {
 		opts = append(opts, smsq.WithSendWithin(r.SendWithin))
 	}
-	if r.OnHeld == onHeldDefer {
-		opts = append(opts, smsq.WithDeferWhenHeld())
+	if r.OnHeld != "" {
+		// Validated with the rest of the request: dedupe or defer.
+		opts = append(opts, smsq.WithOnHeld(r.OnHeld))
 	}
 	return opts
 }
-
-// onHeldDefer is the only on_held value a producer can set per task; empty
-// leaves the choice to the worker's setting.
-const onHeldDefer = "defer"
 
 // set stores one value; an error names the field.
 func (r *Record) set(f field, v string) error {
@@ -221,9 +218,6 @@ func (r *Record) set(f field, v string) error {
 			r.SendWithin = d
 		}
 	case fOnHeld:
-		if v != onHeldDefer {
-			return fmt.Errorf("%s: %q: only %q can be set per line (empty leaves it to the worker)", fieldNames[f], v, onHeldDefer)
-		}
 		r.OnHeld = v
 	}
 	return nil
