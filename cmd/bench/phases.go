@@ -123,7 +123,7 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 	if _, err := enqueueAll(ctx, smsq.NewClientFromRedis(b.rdb), b.phones(n), b.p.EnqueueGoroutines); err != nil {
 		return pr, err
 	}
-	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: 16})
+	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: b.p.Concurrency + 8})
 	if err != nil {
 		return pr, err
 	}

@@ -105,6 +105,7 @@ func TestEndToEnd(t *testing.T) {
 		"SMSQ_POLL_INTERVAL": "50ms",
 		"SMSQ_LOG_FORMAT":    "json",
 		"SMSQ_HTTP_ADDR":     "off",
+		"SMSQ_FETCHERS":      "2",
 	})
 	rdb := srv.Client()
 	ins := asynq.NewInspectorFromRedisClient(rdb)

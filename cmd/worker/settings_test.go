@@ -59,6 +59,8 @@ func TestSettingsErrors(t *testing.T) {
 		{vars: map[string]string{"SMSQ_CONCURRENCY": "abc"}, want: "SMSQ_CONCURRENCY"},
 		{vars: map[string]string{"SMSQ_CONCURRENCY": "0"}, want: "SMSQ_CONCURRENCY"},
 		{vars: map[string]string{"SMSQ_CONCURRENCY": "-3"}, want: "SMSQ_CONCURRENCY"},
+		{vars: map[string]string{"SMSQ_FETCHERS": "-1"}, want: "SMSQ_FETCHERS"},
+		{vars: map[string]string{"SMSQ_FETCHERS": "5", "SMSQ_CONCURRENCY": "4"}, want: "SMSQ_FETCHERS"},
 		{vars: map[string]string{"SMSQ_QUEUES": "bad"}, want: "SMSQ_QUEUES"},
 		{vars: map[string]string{"SMSQ_QUEUES": "critical=0"}, want: "SMSQ_QUEUES"},
 		{vars: map[string]string{"SMSQ_LOG_LEVEL": "loud"}, want: "SMSQ_LOG_LEVEL"},
