@@ -14,9 +14,22 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/logging"
 )
 
 func main() {
+	// go-redis reports every failed dial on its own; during a Redis outage
+	// that is one line per connection attempt. Route it through the same
+	// once-per-interval limiter as asynq's messages.
+	redis.SetLogger(logging.Redis{A: &logging.Asynq{
+		Log:   zerolog.New(os.Stderr).With().Timestamp().Str("component", "go-redis").Logger(),
+		Every: 30 * time.Second,
+	}})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {

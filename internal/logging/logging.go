@@ -4,6 +4,7 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -102,4 +103,16 @@ func (a *Asynq) Error(args ...any) { a.emit(a.Log.Error(), args) }
 func (a *Asynq) Fatal(args ...any) {
 	a.emit(a.Log.Error(), args)
 	os.Exit(1)
+}
+
+// Redis adapts an Asynq logger for go-redis's own messages (failed dials
+// and the like), which would otherwise go to the standard logger once per
+// connection attempt during an outage.
+type Redis struct {
+	A *Asynq
+}
+
+// Printf logs a go-redis message at warn level, repeats rate-limited.
+func (r Redis) Printf(_ context.Context, format string, v ...any) {
+	r.A.Warn(fmt.Sprintf(format, v...))
 }

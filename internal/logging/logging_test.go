@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,20 @@ func TestAsynqRepeatsLoggedOncePerInterval(t *testing.T) {
 	last := lines[len(lines)-1]
 	if !strings.Contains(last, `"repeated":49`) {
 		t.Fatalf("last line %s, want the 49 suppressed repeats counted", last)
+	}
+}
+
+func TestRedisAdapterIsRateLimited(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	r := Redis{A: &Asynq{Log: zerolog.New(&b), Every: time.Minute}}
+	for i := 0; i < 20; i++ {
+		r.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %s", 5, "connection refused")
+	}
+	if n := strings.Count(b.String(), "failed to dial"); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, b.String())
+	}
+	if !strings.Contains(b.String(), `"level":"warn"`) {
+		t.Fatalf("want a warning: %s", b.String())
 	}
 }
