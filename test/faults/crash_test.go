@@ -60,7 +60,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 
-	a.kill9(t)
+	a.Kill9(t)
 	killed := time.Now()
 	e.startWorker()
 	e.fake.Release()
@@ -124,7 +124,7 @@ func TestSigterm(t *testing.T) {
 			if !late {
 				e.startWorker()
 			}
-			stopped := a.term(t, 15*time.Second)
+			stopped := a.Term(t, 15*time.Second)
 			if late {
 				time.Sleep(time.Until(called.Add(e.cfg.Window + time.Second))) // let the reservations expire
 				e.startWorker()
@@ -141,7 +141,7 @@ func TestSigterm(t *testing.T) {
 				}
 			}
 			requeued := 0
-			for _, l := range a.logs(t) {
+			for _, l := range a.Logs(t) {
 				if strings.HasPrefix(l.Message, "Quitting worker") {
 					requeued++
 				}
@@ -205,7 +205,7 @@ func TestRedisRestart(t *testing.T) {
 		byState[s.State]++
 	}
 
-	linesBefore := map[*worker]int{w: len(w.logs(t)), idle: len(idle.logs(t))}
+	linesBefore := map[*worker]int{w: len(w.Logs(t)), idle: len(idle.Logs(t))}
 	e.redis.Kill()
 	down := time.Now()
 	time.Sleep(outage) // the outage itself, not a wait for a condition
@@ -217,8 +217,8 @@ func TestRedisRestart(t *testing.T) {
 	recovered := time.Since(up)
 	e.check(st)
 	for _, x := range []*worker{w, idle} {
-		if !x.alive() {
-			t.Fatalf("%s exited during the Redis outage: %v", x.name, x.err)
+		if !x.Alive() {
+			t.Fatalf("%s exited during the Redis outage: %v", x.Name, x.Err())
 		}
 	}
 	if got := outcomes(st)[tasks.OutcomeSent]; got != len(st) {
@@ -230,12 +230,12 @@ func TestRedisRestart(t *testing.T) {
 	perMsg := map[string]int{}
 	total := 0
 	for _, x := range []*worker{w, idle} {
-		for _, l := range x.logs(t)[linesBefore[x]:] {
+		for _, l := range x.Logs(t)[linesBefore[x]:] {
 			if l.Component != "asynq" || (l.Level != "warn" && l.Level != "error") {
 				continue
 			}
 			total++
-			perMsg[x.name+": "+l.Message]++
+			perMsg[x.Name+": "+l.Message]++
 		}
 	}
 	for msg, n := range perMsg {

@@ -1,20 +1,12 @@
 package faults
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,68 +18,28 @@ import (
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redistest"
 	"github.com/smsq/smsq/internal/tasks"
-)
-
-// queues are the queues the worker serves by default.
-var queues = []string{tasks.QueueCritical, tasks.QueueDefault, tasks.QueueLow}
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildPath string
-	buildErr  error
+	"github.com/smsq/smsq/internal/workertest"
 )
 
 // TestMain removes the worker binary built by the first scenario.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	workertest.Cleanup()
 	os.Exit(code)
 }
 
-// workerBinary builds cmd/worker once per test run, with the race detector
-// when the suite runs with it.
-func workerBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDir, err = os.MkdirTemp("", "smsq-faults-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildPath = filepath.Join(buildDir, "worker")
-		args := []string{"build", "-o", buildPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./cmd/worker")...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/worker: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildPath
-}
+// worker is one running worker process.
+type worker = workertest.Process
 
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err == nil {
-		if gomod := strings.TrimSpace(string(out)); gomod != "" && gomod != os.DevNull {
-			return filepath.Dir(gomod), nil
-		}
-	}
-	return filepath.Abs(filepath.Join("..", ".."))
-}
+// taskState is what asynq holds about one task.
+type taskState = workertest.Task
+
+var (
+	waitFor  = workertest.WaitFor
+	isDone   = workertest.IsDone
+	pairKey  = workertest.PairKey
+	maskPair = workertest.MaskPair
+)
 
 // slow skips scenarios that wait for asynq's lease recovery under -short.
 func slow(t *testing.T) {
@@ -121,10 +73,9 @@ type env struct {
 	client *smsq.Client
 	raw    *asynq.Client
 	hist   *history.Store
-	dir    string
 
 	mu       sync.Mutex
-	workers  []*worker
+	workers  *workertest.Group
 	enqueued map[string]string // task ID -> queue
 	phones   []string          // every number used, digits only, for the log check
 }
@@ -137,9 +88,9 @@ func newEnv(t *testing.T, cfg config) *env {
 	if cfg.FakeWindow == 0 {
 		cfg.FakeWindow = time.Millisecond
 	}
-	bin := workerBinary(t)
-	_ = bin
-	e := &env{t: t, cfg: cfg, dir: t.TempDir(), enqueued: map[string]string{}}
+	e := &env{t: t, cfg: cfg, enqueued: map[string]string{}}
+	// The worker carries the race detector when the suite runs with it.
+	e.workers = workertest.NewGroup(t, workertest.Binary(t, raceEnabled))
 	e.redis = redistest.Start(t, cfg.Redis)
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), MaxRetries: -1, DialTimeout: time.Second})
 	e.fake = genauthtest.NewServer(genauthtest.Options{Window: cfg.FakeWindow})
@@ -154,217 +105,26 @@ func newEnv(t *testing.T, cfg config) *env {
 		t.Fatalf("history.New: %v", err)
 	}
 	t.Cleanup(func() {
-		e.stopWorkers()
+		e.workers.Stop()
 		e.fake.Close()
 		e.client.Close()
 		e.rdb.Close()
 		if t.Failed() {
-			e.dumpLogs()
+			e.workers.DumpLogs(t, 20000)
 		}
 	})
 	return e
 }
 
-// worker is one running worker process.
-type worker struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	started time.Time
-	done    chan struct{}
-	err     error // exit status, once done is closed
-}
-
-// startWorker starts a worker process; extra settings override the
-// scenario's.
+// startWorker starts a worker process and waits until it serves; extra
+// settings override the scenario's. The worker carries the race detector
+// when the suite runs with it.
 func (e *env) startWorker(extra ...string) *worker {
 	e.t.Helper()
-	e.mu.Lock()
-	name := "worker" + strconv.Itoa(len(e.workers)+1)
-	e.mu.Unlock()
-	settings := []string{
-		"REDIS_URL=" + e.redis.URL(),
-		"GENAUTH_APP_HOST=" + e.fake.URL(),
-		"GENAUTH_APP_ID=" + e.fake.AppID(),
-		"SMSQ_LOG_FORMAT=json",
-		"SMSQ_LOG_LEVEL=info",
-		"SMSQ_WINDOW=" + e.cfg.Window.String(),
-		"SMSQ_POLL_INTERVAL=100ms",
-		"SMSQ_SHUTDOWN_TIMEOUT=5s",
-		"SMSQ_GENAUTH_TIMEOUT=5s",
-		"SMSQ_CONCURRENCY=50",
-		"SMSQ_HTTP_ADDR=off",
-	}
+	settings := workertest.Env(e.redis.URL(), e.fake, e.cfg.Window)
 	settings = append(settings, e.cfg.Env...)
 	settings = append(settings, extra...)
-	logPath := filepath.Join(e.dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command(workerBinary(e.t))
-	cmd.Env = append(baseEnv(), settings...)
-	cmd.Stdout = f
-	cmd.Stderr = f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		e.t.Fatalf("start worker: %v", err)
-	}
-	w := &worker{name: name, cmd: cmd, logPath: logPath, started: time.Now(), done: make(chan struct{})}
-	go func() {
-		w.err = cmd.Wait()
-		f.Close()
-		close(w.done)
-	}()
-	e.mu.Lock()
-	e.workers = append(e.workers, w)
-	e.mu.Unlock()
-	e.waitLog(w, "worker started", 30*time.Second)
-	return w
-}
-
-// baseEnv is the test's environment without any smsq setting, so that a
-// developer's own configuration cannot leak into the workers.
-func baseEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "SMSQ_") || strings.HasPrefix(name, "GENAUTH_") || name == "REDIS_URL" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-// alive reports whether the process is still running.
-func (w *worker) alive() bool {
-	select {
-	case <-w.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill9 kills the worker as a crash would and waits for it to be gone.
-func (w *worker) kill9(t *testing.T) {
-	t.Helper()
-	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not die after SIGKILL", w.name)
-	}
-}
-
-// term sends SIGTERM and waits up to limit for the worker to exit.
-func (w *worker) term(t *testing.T, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(limit):
-		t.Fatalf("%s still running %s after SIGTERM", w.name, limit)
-	}
-	return time.Since(start)
-}
-
-func (e *env) stopWorkers() {
-	e.mu.Lock()
-	ws := append([]*worker(nil), e.workers...)
-	e.mu.Unlock()
-	for _, w := range ws {
-		if w.alive() {
-			_ = w.cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
-	for _, w := range ws {
-		select {
-		case <-w.done:
-		case <-time.After(15 * time.Second):
-			_ = w.cmd.Process.Signal(syscall.SIGKILL)
-			<-w.done
-		}
-	}
-}
-
-// logLine is one JSON log line of a worker.
-type logLine struct {
-	Level     string `json:"level"`
-	Message   string `json:"message"`
-	Component string `json:"component"`
-	TaskID    string `json:"task_id"`
-	Outcome   string `json:"outcome"`
-	Repeated  int    `json:"repeated"`
-	Time      string `json:"time"`
-	raw       string
-}
-
-// logs returns a worker's log lines; lines that are not JSON (a race
-// report, a panic) are returned with only raw set.
-func (w *worker) logs(t *testing.T) []logLine {
-	t.Helper()
-	data, err := os.ReadFile(w.logPath)
-	if err != nil {
-		t.Fatalf("read %s log: %v", w.name, err)
-	}
-	var out []logLine
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l logLine
-		_ = json.Unmarshal(sc.Bytes(), &l)
-		l.raw = sc.Text()
-		out = append(out, l)
-	}
-	return out
-}
-
-// waitLog waits until a worker logged a line with message msg.
-func (e *env) waitLog(w *worker, msg string, limit time.Duration) {
-	e.t.Helper()
-	waitFor(e.t, limit, func() (bool, string) {
-		for _, l := range w.logs(e.t) {
-			if l.Message == msg {
-				return true, ""
-			}
-		}
-		if !w.alive() {
-			data, _ := os.ReadFile(w.logPath)
-			e.t.Fatalf("%s exited (%v) before logging %q:\n%s", w.name, w.err, msg, data)
-		}
-		return false, fmt.Sprintf("%s has not logged %q", w.name, msg)
-	})
-}
-
-func (e *env) dumpLogs() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, w := range e.workers {
-		data, _ := os.ReadFile(w.logPath)
-		if len(data) > 20000 {
-			data = append([]byte("...\n"), data[len(data)-20000:]...)
-		}
-		e.t.Logf("--- %s log ---\n%s", w.name, data)
-	}
-}
-
-// waitFor polls cond every 50 ms until it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s: %s", limit, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return e.workers.Start(e.t, settings)
 }
 
 // phoneNumber returns the n-th test number in national form (+86 mobile).
@@ -414,84 +174,17 @@ func digits(s string) string {
 	return b.String()
 }
 
-// taskState is what asynq holds about one task.
-type taskState struct {
-	ID      string
-	Queue   string
-	State   string
-	Retried int
-	LastErr string
-	Result  tasks.Result
-	HasRes  bool
-}
-
-// states reads every task of the scenario's queues.
+// states reads every task of the served queues, and the outcome of the
+// enqueued tasks asynq no longer holds from the history.
 func (e *env) states() (map[string]taskState, error) {
-	out := map[string]taskState{}
-	lists := []struct {
-		state string
-		list  func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error)
-	}{
-		{"completed", e.insp.ListCompletedTasks},
-		{"archived", e.insp.ListArchivedTasks},
-		{"pending", e.insp.ListPendingTasks},
-		{"active", e.insp.ListActiveTasks},
-		{"scheduled", e.insp.ListScheduledTasks},
-		{"retry", e.insp.ListRetryTasks},
-	}
-	for _, q := range queues {
-		for _, l := range lists {
-			for page := 1; ; page++ {
-				infos, err := l.list(q, asynq.PageSize(1000), asynq.Page(page))
-				if errors.Is(err, asynq.ErrQueueNotFound) {
-					break
-				}
-				if err != nil {
-					return nil, err
-				}
-				for _, ti := range infos {
-					s := taskState{ID: ti.ID, Queue: q, State: l.state, Retried: ti.Retried, LastErr: ti.LastErr}
-					if len(ti.Result) > 0 {
-						s.HasRes = json.Unmarshal(ti.Result, &s.Result) == nil
-					}
-					// A task moving between lists may be seen twice; the
-					// final state wins.
-					if prev, ok := out[ti.ID]; !ok || !isDone(prev.State) {
-						out[ti.ID] = s
-					}
-				}
-				if len(infos) < 1000 {
-					break
-				}
-			}
-		}
-	}
-	// asynq drops a completed task at once when it has no retention (a
-	// raw producer's default); the history store still holds its outcome.
 	e.mu.Lock()
 	ids := make([]string, 0, len(e.enqueued))
 	for id := range e.enqueued {
-		if _, ok := out[id]; !ok {
-			ids = append(ids, id)
-		}
+		ids = append(ids, id)
 	}
 	e.mu.Unlock()
-	for _, id := range ids {
-		h, ok, err := e.hist.Task(context.Background(), id)
-		if err != nil {
-			return nil, err
-		}
-		if !ok || !h.Final {
-			continue
-		}
-		s := taskState{ID: id, State: "completed"}
-		s.HasRes = json.Unmarshal(h.Result, &s.Result) == nil
-		out[id] = s
-	}
-	return out, nil
+	return workertest.States(context.Background(), e.insp, e.hist, ids...)
 }
-
-func isDone(state string) bool { return state == "completed" || state == "archived" }
 
 // waitDone waits until every enqueued task is completed or archived and
 // returns the states.
@@ -562,15 +255,6 @@ func (e *env) check(st map[string]taskState) {
 	e.checkLogs()
 }
 
-// pairKey names a (phone, channel) pair in the fake's records.
-func pairKey(r genauthtest.Request) string {
-	cc := r.PhoneCountryCode
-	if cc == "" {
-		cc = "+86"
-	}
-	return cc + " " + r.PhoneNumber + " " + r.Channel
-}
-
 // spacingSlack covers the gap between taking a reservation and the request
 // reaching the fake, since the fake stamps arrival and not the send.
 const spacingSlack = 50 * time.Millisecond
@@ -591,14 +275,6 @@ func (e *env) checkSpacing(reqs []genauthtest.Request, what string) {
 			}
 		}
 	}
-}
-
-func maskPair(p string) string {
-	f := strings.Fields(p)
-	if len(f) == 3 && len(f[1]) > 7 {
-		f[1] = f[1][:3] + "****" + f[1][len(f[1])-4:]
-	}
-	return strings.Join(f, " ")
 }
 
 func (e *env) checkAccounting(st map[string]taskState) {
@@ -634,19 +310,18 @@ func (e *env) checkAccounting(st map[string]taskState) {
 
 func (e *env) checkLogs() {
 	e.t.Helper()
+	ws := e.workers.List()
 	e.mu.Lock()
-	ws := append([]*worker(nil), e.workers...)
 	phones := append([]string(nil), e.phones...)
 	e.mu.Unlock()
 	for _, w := range ws {
-		for i, l := range w.logs(e.t) {
-			for _, p := range phones {
-				if strings.Contains(l.raw, p) || (len(p) > 11 && strings.Contains(l.raw, p[len(p)-11:])) {
-					e.t.Errorf("invariant (c): %s log line %d holds a full phone number: %s", w.name, i+1, strings.ReplaceAll(l.raw, p, "<PHONE>"))
-				}
-			}
-			if strings.Contains(l.raw, "WARNING: DATA RACE") || strings.HasPrefix(l.raw, "panic:") || strings.Contains(l.raw, "goroutine ") && l.Level == "" {
-				e.t.Errorf("%s log line %d: %s", w.name, i+1, l.raw)
+		lines := w.Logs(e.t)
+		for _, l := range workertest.PhoneLeaks(lines, phones) {
+			e.t.Errorf("invariant (c): %s log line %d holds a full phone number: %s", w.Name, l.Line, l.Redacted)
+		}
+		for i, l := range lines {
+			if l.Crash() || strings.Contains(l.Raw, "goroutine ") && l.Level == "" {
+				e.t.Errorf("%s log line %d: %s", w.Name, i+1, l.Raw)
 			}
 		}
 	}

@@ -62,15 +62,15 @@ func TestPoisonTasks(t *testing.T) {
 	if s := e.waitFinal(after, 20*time.Second); s.Result.Outcome != tasks.OutcomeSent {
 		t.Errorf("task after poison: outcome %q, want sent", s.Result.Outcome)
 	}
-	if !w.alive() {
-		t.Fatalf("worker exited: %v", w.err)
+	if !w.Alive() {
+		t.Fatalf("worker exited: %v", w.Err())
 	}
 	if got := e.fake.Calls(); got != 2 {
 		t.Errorf("GenAuth calls %d, want 2 (the two valid tasks only)", got)
 	}
 	// Each poison task ran once: one attempt line per task.
 	attempts := map[string]int{}
-	for _, l := range w.logs(t) {
+	for _, l := range w.Logs(t) {
 		if l.Message == "send_sms attempt" {
 			attempts[l.TaskID]++
 		}

@@ -150,10 +150,10 @@ func runLoad(t *testing.T, url string, crashRedis crash) {
 	if crashRedis != nil {
 		lostSince, crashedAt = crashRedis(t)
 	}
-	victim := e.workers[0]
-	victim.kill9(t)
+	victim := e.workers.List()[0]
+	victim.Kill9(t)
 	killedAt := time.Now()
-	t.Logf("killed %s at +%s (%d GenAuth calls so far)", victim.name, killedAt.Sub(start).Round(time.Millisecond), e.fake.Calls())
+	t.Logf("killed %s at +%s (%d GenAuth calls so far)", victim.Name, killedAt.Sub(start).Round(time.Millisecond), e.fake.Calls())
 	// A supervisor restarts the crashed worker. asynq hands the killed
 	// worker's tasks to the next recoverer pass that finds their lease
 	// expired for 30 s: the replacement's first pass after a minute.

@@ -1,0 +1,70 @@
+package workertest
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/smsq/smsq/internal/genauth/genauthtest"
+)
+
+func TestPhoneLeaks(t *testing.T) {
+	t.Parallel()
+	lines := []Line{
+		{Raw: `{"message":"sent","phone":"139****0001"}`},
+		{Raw: `{"message":"sent","phone":"13910000001"}`},
+		{Raw: `{"message":"sent","phone":"+8613910000002"}`},
+		{Raw: `{"message":"bad","payload":"12345678"}`},
+		{Raw: `{"message":"ok","n":1391000000}`},
+	}
+	cases := []struct {
+		name    string
+		numbers []string
+		want    []Leak
+	}{
+		{"none", nil, nil},
+		{"national", []string{"13910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
+		{"with country code", []string{"8613910000002"}, []Leak{{Line: 3, Redacted: `{"message":"sent","phone":"+<PHONE>"}`}}},
+		{"national part of a longer number", []string{"8613910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"13910000001"}`}}},
+		{"short number", []string{"12345678"}, []Leak{{Line: 4, Redacted: `{"message":"bad","payload":"<PHONE>"}`}}},
+		{"prefix only", []string{"13910000009"}, nil},
+	}
+	for _, c := range cases {
+		if got := PhoneLeaks(lines, c.numbers); !reflect.DeepEqual(got, c.want) {
+			t.Fatalf("%s: PhoneLeaks = %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestLines(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "w.log")
+	data := "{\"level\":\"info\",\"message\":\"worker started\",\"task_id\":\"a\"}\nWARNING: DATA RACE\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Lines(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Message != "worker started" || got[0].TaskID != "a" || got[0].Crash() || !got[1].Crash() || got[1].Level != "" {
+		t.Fatalf("Lines = %+v", got)
+	}
+}
+
+func TestPairKey(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		req  genauthtest.Request
+		want string
+	}{
+		{genauthtest.Request{PhoneNumber: "13910000001", Channel: "LOGIN"}, "+86 139****0001 LOGIN"},
+		{genauthtest.Request{PhoneCountryCode: "+1", PhoneNumber: "2025550123", Channel: "LOGIN"}, "+1 202****0123 LOGIN"},
+	}
+	for _, c := range cases {
+		if got := MaskPair(PairKey(c.req)); got != c.want {
+			t.Fatalf("MaskPair(PairKey(%+v)) = %q, want %q", c.req, got, c.want)
+		}
+	}
+}
