@@ -211,9 +211,10 @@ func classifyHTTPStatus(status int) Class {
 	case status == http.StatusRequestTimeout:
 		// The server gave up waiting for the request, so it never ran.
 		return ClassRetry
-	case status == http.StatusGatewayTimeout:
-		// The gateway stopped waiting for GenAuth, which may still have
-		// sent the SMS.
+	case status == http.StatusGatewayTimeout, status == http.StatusBadGateway:
+		// The gateway stopped waiting for GenAuth, or lost its connection
+		// to it, possibly after GenAuth had the request: the SMS may have
+		// been sent.
 		return ClassUnknown
 	case status >= 500:
 		return ClassRetry

@@ -40,7 +40,7 @@ func TestClassify(t *testing.T) {
 		{"gateway 429", Classifier{}, nil, gateway(429), ClassThrottle},
 		{"gateway 408", Classifier{}, nil, gateway(408), ClassRetry},
 		{"gateway 500", Classifier{}, nil, gateway(500), ClassRetry},
-		{"gateway 502", Classifier{}, nil, gateway(502), ClassRetry},
+		{"gateway 502", Classifier{}, nil, gateway(502), ClassUnknown},
 		{"gateway 503", Classifier{}, nil, gateway(503), ClassRetry},
 		{"gateway 504", Classifier{}, nil, gateway(504), ClassUnknown},
 		{"gateway 404", Classifier{}, nil, gateway(404), ClassPermanent},

@@ -364,11 +364,13 @@ func (c *Client) SendSMS(ctx context.Context, req SendSMSRequest) (*Response, er
 	}
 	resp, err := c.http.Do(hr)
 	if err != nil {
-		// writeStarted counts as written: the transport reports completion
-		// from its own goroutine and may do so after Do has returned, and
-		// once bytes are on the wire the server may have the whole request.
+		// Anything but "nothing written" counts as written: the transport
+		// reports completion from its own goroutine and may do so after Do
+		// has returned, and once bytes are on the wire the server may have
+		// the whole request, even when the write is reported as failed
+		// (over HTTP/2 the end of the stream can be a frame of its own).
 		w := wrote.Load()
-		return nil, &Error{Err: err, RequestWritten: w == writeDone || w == writeStarted}
+		return nil, &Error{Err: err, RequestWritten: w != writeNone}
 	}
 	defer resp.Body.Close()
 	out, err := checkResponse(resp, c.now)

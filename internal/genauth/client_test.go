@@ -280,7 +280,7 @@ func TestSendSMSFailures(t *testing.T) {
 		{
 			name: "gateway 502", req: login(testPhone),
 			fault: &genauthtest.Fault{Kind: genauthtest.FaultHTTPStatus, StatusCode: 502},
-			want:  genauth.Error{HTTPStatus: 502}, wantClass: genauth.ClassRetry, wantBody: true,
+			want:  genauth.Error{HTTPStatus: 502}, wantClass: genauth.ClassUnknown, wantBody: true,
 		},
 		{
 			name: "gateway 503 with Retry-After", req: login(testPhone),
