@@ -247,7 +247,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.begun, err = h.journal.Begin(ctx, a.id, a.start)
 	if err != nil {
 		a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
-		return err
+		return h.bail(ctx, a, err)
 	}
 	a.res.Attempt = a.begun.Attempt
 	a.res.FirstAttemptAt = a.begun.FirstSeen
@@ -258,6 +258,10 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		// result onto the task again rather than run it.
 		h.restoreResult(ctx, a)
 		a.log.Info().Str("outcome", a.begun.Outcome).Msg("task already finished; redelivery ignored")
+		if a.begun.Outcome == OutcomeFailed || a.begun.Outcome == OutcomeInvalid {
+			// It was archived; keep it there rather than complete it.
+			return fmt.Errorf("task already finished as %s: %w", a.begun.Outcome, asynq.SkipRetry)
+		}
 		return nil
 	}
 
@@ -281,7 +285,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		return h.held(ctx, a, resv.Owner, resv.TTL)
 	case err != nil:
 		a.log.Warn().Err(err).Msg("cannot take reservation; will retry")
-		return err
+		return h.bail(ctx, a, err)
 	}
 	if acq == dedupe.AcquiredReentered {
 		if resv.State == dedupe.StateSent {
@@ -303,7 +307,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	}
 	if err := ctx.Err(); err != nil {
 		h.release(ctx, a)
-		return err
+		return h.bail(ctx, a, err)
 	}
 	if done, err := h.rateLimit(ctx, a); done {
 		return err
@@ -387,7 +391,7 @@ func (h *Handler) rateLimit(ctx context.Context, a *attempt) (done bool, err err
 		switch {
 		case err != nil && ctx.Err() != nil:
 			h.release(ctx, a)
-			return true, ctx.Err()
+			return true, h.bail(ctx, a, ctx.Err())
 		case err != nil:
 			h.release(ctx, a)
 			return true, h.again(ctx, a, OutcomeRetrying, "smsq rate limiter unavailable, nothing sent", 0, true, err)
@@ -399,7 +403,7 @@ func (h *Handler) rateLimit(ctx context.Context, a *attempt) (done bool, err err
 			// all come back at the same instant.
 			if err := h.sleep(ctx, wait+rand.N(wait/10+time.Millisecond)); err != nil {
 				h.release(ctx, a)
-				return true, err
+				return true, h.bail(ctx, a, err)
 			}
 			continue
 		}
@@ -479,6 +483,17 @@ func (h *Handler) again(ctx context.Context, a *attempt, outcome, reason string,
 	return h.record(ctx, a, outcome, false, text, a.unknownCall, err)
 }
 
+// bail ends an attempt on an error outside GenAuth's answer (Redis, an
+// ended context). asynq retries it, except on the last try, where it
+// archives the task whatever is returned: record that as failed first, so
+// that no task ends without an outcome.
+func (h *Handler) bail(ctx context.Context, a *attempt, err error) error {
+	if a.lastTry {
+		return h.final(ctx, a, OutcomeFailed, "retries exhausted; last attempt: "+errText(err), err)
+	}
+	return err
+}
+
 // final records a final outcome and returns ret (nil for outcomes that
 // complete the task).
 func (h *Handler) final(ctx context.Context, a *attempt, outcome, reason string, ret error) error {
@@ -538,9 +553,10 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 
 	if recErr != nil {
 		a.log.Error().Err(recErr).Str("outcome", outcome).Msg("cannot record outcome")
-		if final && ret == nil {
+		if final && ret == nil && !a.lastTry {
 			// Retrying records the outcome later: the reservation state and
-			// the journal make the rerun safe.
+			// the journal make the rerun safe. On the last try asynq would
+			// archive the task instead, so it completes with what was written.
 			return recErr
 		}
 	}

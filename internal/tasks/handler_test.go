@@ -524,6 +524,20 @@ func TestProcessTaskOutcomes(t *testing.T) {
 			begin: begun(history.Begun{Attempt: 2, Outcome: OutcomeSent}),
 		},
 		{
+			name:    "task already failed stays archived",
+			begin:   begun(history.Begun{Attempt: 2, Outcome: OutcomeFailed}),
+			wantErr: wantSkipRetry,
+		},
+		{
+			name: "last try with Redis failing on the reservation records failed",
+			meta: lastTry,
+			acquire: func(context.Context, string, string, string) (dedupe.Acquired, dedupe.Reservation, error) {
+				return 0, dedupe.Reservation{}, errors.New("connection refused")
+			},
+			wantOutcome: OutcomeFailed, wantFinal: true, wantOps: []string{"acquire"},
+			wantErr: wantLastTry, wantReason: "retries exhausted",
+		},
+		{
 			name: "last try with a transient error fails",
 			meta: lastTry, send: reply(nil, genauthErr(500)),
 			wantOutcome: OutcomeFailed, wantFinal: true, wantCalls: 1, wantOps: []string{"acquire", "release"},
