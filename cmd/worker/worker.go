@@ -208,7 +208,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("GENAUTH_APP_HOST/SMSQ_GENAUTH_HEADER_PREFIX/SMSQ_GENAUTH_LANG/SMSQ_GENAUTH_TIMEOUT: %w", err)
 	}
 
-	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window})
+	// A new reservation also covers the wait for the rate limit and the
+	// call itself, so that it outlasts GenAuth's window even when the
+	// sent mark after the call is lost.
+	grace := (s.GenAuthTimeout + s.RateMaxWait + time.Second).Truncate(time.Millisecond)
+	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window, Grace: grace})
 	if err != nil {
 		return fmt.Errorf("SMSQ_WINDOW: %w", err)
 	}

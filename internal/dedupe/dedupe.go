@@ -54,6 +54,11 @@ type Config struct {
 	// Prefix starts every key; empty means DefaultPrefix. It must not
 	// contain '{' or '}', which would move the Cluster hash tag.
 	Prefix string
+	// Grace is added to the first TTL of a new reservation, to cover the
+	// time between taking it and the provider's send (waits, the call
+	// itself): a reservation whose sent or unknown mark is lost (Redis
+	// blip, worker killed) still outlasts the provider's window.
+	Grace time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -76,6 +81,9 @@ func (c Config) validate() error {
 	if c.Window%time.Millisecond != 0 {
 		return fmt.Errorf("dedupe: Config.Window must be a whole number of milliseconds, got %s", c.Window)
 	}
+	if c.Grace < 0 || c.Grace%time.Millisecond != 0 {
+		return fmt.Errorf("dedupe: Config.Grace must be a non-negative whole number of milliseconds, got %s", c.Grace)
+	}
 	if strings.ContainsAny(c.Prefix, "{}") {
 		return fmt.Errorf("dedupe: Config.Prefix must not contain '{' or '}', got %q", c.Prefix)
 	}
@@ -88,6 +96,7 @@ type Store struct {
 	client   redis.UniversalClient
 	window   time.Duration
 	windowMS int64
+	firstMS  int64 // window + grace, the TTL of a new reservation
 	prefix   string
 }
 
@@ -102,6 +111,7 @@ func New(cfg Config) (*Store, error) {
 		client:   cfg.Client,
 		window:   cfg.Window,
 		windowMS: cfg.Window.Milliseconds(),
+		firstMS:  (cfg.Window + cfg.Grace).Milliseconds(),
 		prefix:   cfg.Prefix,
 	}, nil
 }
@@ -182,7 +192,9 @@ const (
 //
 // KEYS[1]: reservation key
 // ARGV[1]: owner
-// ARGV[2]: window in ms
+// ARGV[2]: TTL of a new reservation in ms (window + grace)
+// ARGV[3]: window in ms, given to a held key found without a TTL (set by
+// hand, say), so that no reservation can block its pair for ever
 // Returns {status, owner, state, pttl_ms, since_ms}: status 1 taken now
 // (by ARGV[1]), 2 already held by ARGV[1], 0 held by another owner; the
 // rest describes the holder after the call.
@@ -197,7 +209,12 @@ if not cur[1] then
 end
 local status = 0
 if cur[1] == ARGV[1] then status = 2 end
-return {status, cur[1], cur[2] or '', redis.call('PTTL', KEYS[1]), cur[3] or '0'}
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+return {status, cur[1], cur[2] or '', ttl, cur[3] or '0'}
 `)
 
 // markScript sets the state of an owned reservation and restarts its TTL.
@@ -260,7 +277,7 @@ func (s *Store) Acquire(ctx context.Context, e164, channel, owner string) (Acqui
 	if err := checkArgs(e164, channel, &owner); err != nil {
 		return 0, Reservation{}, err
 	}
-	reply, err := acquireScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}, owner, s.windowMS).Slice()
+	reply, err := acquireScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}, owner, s.firstMS, s.windowMS).Slice()
 	if err != nil {
 		return 0, Reservation{}, fmt.Errorf("dedupe: acquire: %w", err)
 	}

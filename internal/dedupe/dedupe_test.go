@@ -545,3 +545,52 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	}
 }
+
+// A new reservation lives window + grace, so that it outlasts the
+// provider's window even if its sent mark is lost; the mark itself restarts
+// the plain window.
+func TestGraceOnNewReservationOnly(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	s, err := dedupe.New(dedupe.Config{Client: c, Window: 30 * time.Second, Grace: 12 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := s.Acquire(ctx, phone, channel, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	key := dedupe.Key(dedupe.DefaultPrefix, phone, channel)
+	if d := pttl(t, c, key); d <= 30*time.Second || d > 42*time.Second {
+		t.Fatalf("new reservation TTL %s, want in (30s, 42s]", d)
+	}
+	if err := s.MarkSent(ctx, phone, channel, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(t, c, key); d <= 25*time.Second || d > 30*time.Second {
+		t.Fatalf("TTL after MarkSent %s, want the plain 30s window", d)
+	}
+	if _, err := dedupe.New(dedupe.Config{Client: c, Grace: -time.Second}); err == nil || !strings.Contains(err.Error(), "Grace") {
+		t.Fatalf("negative Grace: %v, want an error naming Grace", err)
+	}
+}
+
+// A held key without a TTL (written by hand) gets the window on the next
+// acquire, so it cannot block its pair for ever.
+func TestHeldKeyWithoutTTLGetsOne(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newStore(t, 20*time.Second)
+	ctx := context.Background()
+	key := dedupe.Key(dedupe.DefaultPrefix, phone, channel)
+	if err := c.HSet(ctx, key, "owner", "someone", "state", "sent", "since_ms", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, r, err := s.Acquire(ctx, phone, channel, "t2")
+	if !errors.Is(err, dedupe.ErrHeld) || r.TTL != 20*time.Second {
+		t.Fatalf("Acquire = %+v, %v; want ErrHeld with the 20s window as TTL", r, err)
+	}
+	if d := pttl(t, c, key); d <= 0 || d > 20*time.Second {
+		t.Fatalf("key TTL %s, want the window", d)
+	}
+}
