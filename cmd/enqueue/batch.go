@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -60,11 +59,8 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 	set := config.NewSet("enqueue batch", getenv, stderr)
 	bindBatch(set, &s)
 	setUsage(set, batchUsage)
-	if err := set.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseArgs(set, args); err != nil {
+		return err
 	}
 	fs := set.FlagSet()
 	if fs.NArg() > 1 {

@@ -70,17 +70,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return runSingle(ctx, args, getenv, stdout, stderr)
 }
 
+// parseArgs parses a subcommand's flags; bad flags are usage errors
+// (exit status 2), -h is not an error at all.
+func parseArgs(set *config.Set, args []string) error {
+	if err := set.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}
+
 // runSingle queues one code.
 func runSingle(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var s single
 	set := config.NewSet("enqueue", getenv, stderr)
 	bindSingle(set, &s)
 	setUsage(set, usage)
-	if err := set.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseArgs(set, args); err != nil {
+		return err
 	}
 	if set.FlagSet().NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", set.FlagSet().Arg(0))}

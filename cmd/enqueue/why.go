@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -62,11 +61,8 @@ func runWhy(ctx context.Context, args []string, getenv func(string) string, stdo
 	set := config.NewSet("enqueue why", getenv, stderr)
 	bindWhy(set, &s)
 	setUsage(set, whyUsage)
-	if err := set.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseArgs(set, args); err != nil {
+		return err
 	}
 	if set.FlagSet().NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", set.FlagSet().Arg(0))}
