@@ -70,11 +70,13 @@ func Parse(input, countryCode string) (Number, error) {
 	if cc != 0 && got != cc {
 		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is %q", ErrInvalid, Mask(raw), got, Mask(countryCode))
 	}
-	if !phonenumbers.IsValidNumber(num) {
-		return Number{}, fmt.Errorf("%w: %q is not a valid number for country code +%d", ErrInvalid, Mask(raw), got)
-	}
+	// The number type is only known for valid numbers (UNKNOWN otherwise),
+	// so one lookup answers both questions; IsValidNumber would run the
+	// same pattern matching a second time on the hot path.
 	switch phonenumbers.GetNumberType(num) {
 	case phonenumbers.MOBILE, phonenumbers.FIXED_LINE_OR_MOBILE:
+	case phonenumbers.UNKNOWN:
+		return Number{}, fmt.Errorf("%w: %q is not a valid number for country code +%d", ErrInvalid, Mask(raw), got)
 	default:
 		return Number{}, fmt.Errorf("%w: %q is not a mobile number", ErrInvalid, Mask(raw))
 	}
