@@ -11,21 +11,16 @@
 package redistest
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/redisproc"
 )
 
 // Options change how a server is started.
@@ -49,8 +44,8 @@ type Server struct {
 	port int
 	opts Options
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	proc *redisproc.Process
 }
 
 // Binary returns the path of redis-server, or skips or fails t when there
@@ -85,12 +80,11 @@ func Start(t testing.TB, opts ...Options) *Server {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := redisproc.FreePort()
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Addr is the server's host:port.
@@ -114,74 +108,27 @@ func (s *Server) Client() *redis.Client {
 
 func (s *Server) start() {
 	s.t.Helper()
-	args := []string{
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--dir", s.dir,
-		"--save", "",
-		"--logfile", filepath.Join(s.dir, "redis.log"),
-	}
-	if s.opts.AppendOnly {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
-	} else {
-		args = append(args, "--appendonly", "no")
-	}
-	args = append(args, s.opts.Args...)
-	if s.opts.conf != "" {
-		args = append([]string{s.opts.conf}, args...)
-	}
-	cmd := exec.Command(s.bin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+	p, err := redisproc.Start(redisproc.Config{
+		Bin: s.bin, Port: s.port, Dir: s.dir,
+		AppendOnly: s.opts.AppendOnly, Conf: s.opts.conf, Args: s.opts.Args,
+	})
+	if err != nil {
+		s.t.Fatal(err)
 	}
 	s.mu.Lock()
-	s.cmd = cmd
+	s.proc = p
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil || strings.Contains(err.Error(), "NOAUTH") {
-			// Up; a server started with a password answers NOAUTH.
-			return
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server on port %d exited: %s %s", s.port, stderr.String(), log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on port %d did not answer PING: %v", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // Kill stops the server with SIGKILL, as a crash would. It is safe to call
 // more than once.
 func (s *Server) Kill() {
 	s.mu.Lock()
-	cmd := s.cmd
-	s.cmd = nil
+	p := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	for i := 0; i < 200; i++ {
-		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if p != nil {
+		p.Kill()
 	}
 }
 
