@@ -111,7 +111,7 @@ func (n Number) String() string { return n.Masked() }
 // Masked returns the number with the middle of the national part hidden,
 // e.g. "+86 138****8000".
 func (n Number) Masked() string {
-	return n.CountryCode + " " + maskDigits(n.National)
+	return n.CountryCode + " " + Mask(n.National)
 }
 
 // Mask hides the middle of any string that may hold a phone number, for
@@ -142,7 +142,6 @@ func Mask(s string) string {
 	return b.String()
 }
 
-func maskDigits(d string) string { return Mask(d) }
 
 // visible returns how many leading and trailing digits of a number with n
 // digits may be shown: never more than half of them.

@@ -185,20 +185,6 @@ func (e *env) checkLogs(numbers []string) {
 	}
 }
 
-// countLogs counts the worker log lines whose message contains sub.
-func (e *env) countLogs(sub string) int {
-	ws := e.workers.List()
-	n := 0
-	for _, w := range ws {
-		for _, l := range w.Logs(e.t) {
-			if strings.Contains(l.Raw, sub) {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 // historyOutcome reads a task's final outcome from the history store.
 func (e *env) historyOutcome(ctx context.Context, id string) (string, bool, error) {
 	entry, ok, err := e.hist.Task(ctx, id)
