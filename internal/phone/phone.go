@@ -142,7 +142,6 @@ func Mask(s string) string {
 	return b.String()
 }
 
-
 // visible returns how many leading and trailing digits of a number with n
 // digits may be shown: never more than half of them.
 func visible(n int) (head, tail int) {
