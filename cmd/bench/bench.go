@@ -19,6 +19,7 @@ import (
 
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/tasks"
 )
 
 // defaultPoll is the worker's default SMSQ_POLL_INTERVAL, used by the
@@ -30,6 +31,7 @@ type params struct {
 	RedisURL          string        `json:"-"`
 	Tasks             int           `json:"tasks"`
 	Concurrency       int           `json:"concurrency"`
+	Fetchers          int           `json:"fetchers"`
 	EnqueueGoroutines int           `json:"enqueueGoroutines"`
 	IdleSamples       int           `json:"idleSamples"`
 	IdleCostWindow    time.Duration `json:"-"`
@@ -52,6 +54,7 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 	fs.StringVar(&p.RedisURL, "redis-url", "", "Redis to measure against (its database must be empty: it is flushed between phases); default: a private redis-server, else REDIS_URL")
 	fs.IntVar(&p.Tasks, "tasks", 10000, "tasks per throughput phase")
 	fs.IntVar(&p.Concurrency, "concurrency", 200, "worker concurrency in every processing phase")
+	fs.IntVar(&p.Fetchers, "fetchers", 0, "fetch loops (asynq servers) of the in-process raw asynq and smsq servers; 0 means the worker's default for -concurrency")
 	fs.IntVar(&p.EnqueueGoroutines, "enqueue-goroutines", 16, "goroutines of the parallel enqueue phase")
 	fs.IntVar(&p.IdleSamples, "idle-samples", 40, "tasks sent one at a time for the idle pickup latency")
 	fs.DurationVar(&p.IdleCostWindow, "idle-window", 5*time.Second, "how long Redis commands of an idle worker are counted")
@@ -93,6 +96,8 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 		return p, fmt.Errorf("-tasks %d: must be at least 10", p.Tasks)
 	case p.Concurrency < 1:
 		return p, fmt.Errorf("-concurrency %d: must be at least 1", p.Concurrency)
+	case p.Fetchers < 0 || p.Fetchers > p.Concurrency:
+		return p, fmt.Errorf("-fetchers %d: must be between 1 and -concurrency (%d), or 0 for the worker's default", p.Fetchers, p.Concurrency)
 	case p.EnqueueGoroutines < 1:
 		return p, fmt.Errorf("-enqueue-goroutines %d: must be at least 1", p.EnqueueGoroutines)
 	case p.IdleSamples < 1:
@@ -109,6 +114,9 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 		return p, fmt.Errorf("-limiter-workers %d: must be at least 1", p.LimiterWorkers)
 	case p.LimiterDuration < time.Second:
 		return p, fmt.Errorf("-limiter-duration %s: must be at least 1s", p.LimiterDuration)
+	}
+	if p.Fetchers == 0 {
+		p.Fetchers = tasks.FetchLoops(p.Concurrency)
 	}
 	if _, err := parseSweep(p.PollSweep); err != nil {
 		return p, fmt.Errorf("-poll-sweep: %w", err)

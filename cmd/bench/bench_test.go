@@ -25,7 +25,7 @@ func TestQuickRun(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := []string{
 		"-quick", "-json", "-redis-url", srv.URL(),
-		"-tasks", "100", "-concurrency", "20", "-idle-samples", "3",
+		"-tasks", "100", "-concurrency", "20", "-fetchers", "2", "-idle-samples", "3",
 		"-idle-window", "200ms", "-load-duration", "500ms", "-limiter-duration", "1s",
 		"-poll-sweep", "100ms",
 	}
@@ -38,7 +38,7 @@ func TestQuickRun(t *testing.T) {
 	}
 	for _, path := range []string{
 		"enqueue.sequentialPerSec", "enqueue.parallelPerSec",
-		"processing.smsqPerSec", "processing.rawAsynqPerSec", "processing.ratio",
+		"processing.smsqPerSec", "processing.rawAsynqPerSec", "processing.ratio", "processing.fetchLoops",
 		"processing.smsqCommandsPerTask", "processing.rawAsynqCommandsPerTask",
 		"processing.smsqRoundTripsPerTask", "processing.rawAsynqRoundTripsPerTask",
 		"worker.tasksPerSec", "worker.rssMiB", "worker.peakRssMiB",

@@ -123,7 +123,7 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 	if _, err := enqueueAll(ctx, smsq.NewClientFromRedis(b.rdb), b.phones(n), b.p.EnqueueGoroutines); err != nil {
 		return pr, err
 	}
-	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: b.p.Concurrency + 8})
+	srvRDB, err := redisconn.Open(b.redisURL, redisconn.Options{PoolSize: b.p.Concurrency + 8*b.p.Fetchers})
 	if err != nil {
 		return pr, err
 	}
@@ -150,14 +150,21 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 	if err != nil {
 		return pr, err
 	}
-	srv := asynq.NewServerFromRedisClient(srvRDB, serverConfig(b.p.Concurrency, defaultPoll))
+	// The worker's layout: its concurrency shared by several fetch loops,
+	// each an asynq server on the one pool, all with the same handler.
+	var srvs []*asynq.Server
+	for _, share := range tasks.SplitConcurrency(b.p.Concurrency, b.p.Fetchers) {
+		srvs = append(srvs, asynq.NewServerFromRedisClient(srvRDB, serverConfig(share, defaultPoll)))
+	}
 	redisCPU := startCPU(b.redisPID)
 	selfCPU := startCPU(os.Getpid())
 	err = wrapRun(func() error {
-		if err := srv.Start(mux); err != nil {
-			return err
+		for _, srv := range srvs {
+			if err := srv.Start(mux); err != nil {
+				return err
+			}
+			defer srv.Shutdown()
 		}
-		defer srv.Shutdown()
 		select {
 		case <-sp.all:
 		case <-time.After(5 * time.Minute):
@@ -244,6 +251,7 @@ func (b *bench) processingPhase(ctx context.Context) (processingFigures, error) 
 			ownBest = r
 		}
 	}
+	f.FetchLoops = b.p.Fetchers
 	f.Smsq, f.RawAsynq = ownBest.rate, rawBest.rate
 	f.Ratio = ownBest.rate / rawBest.rate
 	f.SmsqCommandsPerTask, f.RawCommandsPerTask = ownBest.commands, rawBest.commands
@@ -449,7 +457,7 @@ func (b *bench) workerPhase(ctx context.Context) (workerFigures, pickupFigures, 
 		return wf, pf, err
 	}
 	if _, hwm, err = w.memory(); err == nil {
-		wf.PeakRSSMiB = mib(hwm)
+		wf.PeakRSSMiB = max(wf.PeakRSSMiB, mib(hwm))
 	}
 	w.stop()
 	return wf, pf, b.reset(ctx)

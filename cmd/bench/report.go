@@ -38,6 +38,7 @@ type enqueueFigures struct {
 
 // processingFigures: one in-process worker, zero-latency GenAuth.
 type processingFigures struct {
+	FetchLoops            int     `json:"fetchLoops"`
 	Smsq                  float64 `json:"smsqPerSec"`
 	RawAsynq              float64 `json:"rawAsynqPerSec"`
 	Ratio                 float64 `json:"ratio"`
@@ -107,6 +108,7 @@ func printTable(w io.Writer, r *report) {
 	row("enqueue, sequential Send", fmt.Sprintf("%.0f tasks/s", r.Enqueue.Sequential), "")
 	row(fmt.Sprintf("enqueue, %d goroutines", r.Enqueue.Goroutines), fmt.Sprintf("%.0f tasks/s", r.Enqueue.Parallel), "")
 	p := r.Processing
+	row(fmt.Sprintf("processing, %d fetch loops (the worker's layout)", p.FetchLoops), "same asynq servers, only the handler differs", "")
 	row("processing, raw asynq no-op handler", fmt.Sprintf("%.0f tasks/s", p.RawAsynq), "")
 	row("processing, smsq handler, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Smsq), "")
 	row("  smsq / raw asynq", fmt.Sprintf("%.2f", p.Ratio), ">= 0.50")

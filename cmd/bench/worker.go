@@ -239,7 +239,9 @@ func (w *workerProc) memory() (rss, hwm int64, err error) {
 	if rss == 0 || hwm == 0 {
 		return 0, 0, errors.New("no VmRSS/VmHWM in /proc status")
 	}
-	return rss, hwm, nil
+	// The kernel raises VmHWM lazily (when memory is unmapped), so it can
+	// lag behind the current VmRSS.
+	return rss, max(hwm, rss), nil
 }
 
 // workerEnv is the bench's environment without the worker's own settings,

@@ -88,17 +88,13 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Int(&s.RateBurst, "rate-burst", "SMSQ_RATE_BURST", 0, "calls allowed at once above the steady rate of SMSQ_RATE_LIMIT; 0 means a tenth of a second's worth (10 at 100/s)")
 	set.String(&s.RateLimitPerChannel, "rate-limit-per-channel", "SMSQ_RATE_LIMIT_PER_CHANNEL", "", "extra limits per channel under SMSQ_RATE_LIMIT, e.g. CHANNEL_LOGIN=50,CHANNEL_REGISTER=1200/m; a call must pass both")
 	set.Duration(&s.RateMaxWait, "rate-max-wait", "SMSQ_RATE_MAX_WAIT", tasks.DefaultRateMaxWait, "longest a task waits for the rate limit; a longer wait ends the attempt as throttled and it runs again when its turn comes")
-	set.Int(&s.Fetchers, "fetchers", "SMSQ_FETCHERS", 0, fmt.Sprintf("task fetch loops in this worker, sharing SMSQ_CONCURRENCY; each takes one task per Redis round trip; 0 means one per %d of concurrency", fetcherShare))
+	set.Int(&s.Fetchers, "fetchers", "SMSQ_FETCHERS", 0, fmt.Sprintf("task fetch loops in this worker, sharing SMSQ_CONCURRENCY; each takes one task per Redis round trip; 0 means one per %d of concurrency", tasks.FetchLoopShare))
 	set.Duration(&s.ShutdownTimeout, "shutdown-timeout", "SMSQ_SHUTDOWN_TIMEOUT", 15*time.Second, "how long running tasks may finish after SIGTERM")
 	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", 100*time.Millisecond, "how often an idle worker checks for new tasks: a new task waits up to 1.5 times this; each check costs a few Redis commands")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
 	bindHTTPSettings(set, s)
 }
-
-// fetcherShare is the concurrency one fetch loop feeds by default: measured
-// with 100 ms GenAuth calls, one loop keeps about 120 tasks in flight.
-const fetcherShare = 100
 
 // shutdown stops every fetch loop at once, so that together they take no
 // longer than SMSQ_SHUTDOWN_TIMEOUT.
@@ -246,10 +242,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// per round trip.
 	fetchers := s.Fetchers
 	if fetchers == 0 {
-		fetchers = (s.Concurrency + fetcherShare - 1) / fetcherShare
+		fetchers = tasks.FetchLoops(s.Concurrency)
 	}
 	if fetchers < 1 || fetchers > s.Concurrency {
-		return fmt.Errorf("SMSQ_FETCHERS %d: must be between 1 and SMSQ_CONCURRENCY (%d), or 0 for one per %d of concurrency", s.Fetchers, s.Concurrency, fetcherShare)
+		return fmt.Errorf("SMSQ_FETCHERS %d: must be between 1 and SMSQ_CONCURRENCY (%d), or 0 for one per %d of concurrency", s.Fetchers, s.Concurrency, tasks.FetchLoopShare)
 	}
 	// Handlers use it too (result writes, completion), hence its size.
 	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 8*fetchers})
@@ -258,12 +254,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer qrdb.Close()
 	alog := &logging.Asynq{Log: log, Every: 30 * time.Second}
-	for i := range fetchers {
-		// Concurrency is split as evenly as it goes.
-		share := s.Concurrency / fetchers
-		if i < s.Concurrency%fetchers {
-			share++
-		}
+	for _, share := range tasks.SplitConcurrency(s.Concurrency, fetchers) {
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(qrdb, asynq.Config{
 			Concurrency:              share,
 			Queues:                   queues,

@@ -74,3 +74,27 @@ func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Valid
 	}
 	return asynq.NewTask(TypeSendSMS, data, append(base, opts...)...), v, nil
 }
+
+// FetchLoopShare is the concurrency one asynq fetch loop feeds by default.
+// A loop takes one task per Redis round trip; measured with 100 ms GenAuth
+// calls, one loop keeps about 120 tasks in flight.
+const FetchLoopShare = 100
+
+// FetchLoops is the default number of fetch loops (asynq servers sharing one
+// handler) for a worker of the given concurrency: one per FetchLoopShare.
+func FetchLoops(concurrency int) int {
+	return max(1, (concurrency+FetchLoopShare-1)/FetchLoopShare)
+}
+
+// SplitConcurrency shares concurrency among loops fetch loops as evenly as
+// it goes. loops must be between 1 and concurrency.
+func SplitConcurrency(concurrency, loops int) []int {
+	out := make([]int, loops)
+	for i := range out {
+		out[i] = concurrency / loops
+		if i < concurrency%loops {
+			out[i]++
+		}
+	}
+	return out
+}
