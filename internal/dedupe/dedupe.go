@@ -335,6 +335,34 @@ func (s *Store) MarkSent(ctx context.Context, e164, channel, owner string) error
 	return s.mark(ctx, e164, channel, owner, StateSent)
 }
 
+// MarkSentIn queues MarkSent on pipe, so that the mark travels in one round
+// trip with other writes (the handler's journal entry). The returned func,
+// called after the pipeline ran, reports the result as MarkSent would; when
+// Redis did not know the script yet (first use, a restart, a failover) it
+// runs MarkSent on its own, which loads it.
+func (s *Store) MarkSentIn(ctx context.Context, pipe redis.Pipeliner, e164, channel, owner string) func() error {
+	if err := checkArgs(e164, channel, &owner); err != nil {
+		return func() error { return err }
+	}
+	cmd := markScript.EvalSha(ctx, pipe, []string{Key(s.prefix, e164, channel)}, owner, string(StateSent), s.windowMS)
+	return func() error {
+		n, err := cmd.Int64()
+		switch {
+		case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
+			return s.MarkSent(ctx, e164, channel, owner)
+		case err != nil:
+			return fmt.Errorf("dedupe: mark %s: %w", StateSent, err)
+		case n != 1:
+			return ErrNotOwner
+		}
+		return nil
+	}
+}
+
+// Client returns the Redis client the store uses, so that a caller can
+// tell whether two stores share one Redis before pipelining their writes.
+func (s *Store) Client() redis.Cmdable { return s.client }
+
 // MarkUnknown sets the state to unknown and restarts the TTL at the full
 // window. It returns ErrNotOwner unless owner holds the reservation.
 func (s *Store) MarkUnknown(ctx context.Context, e164, channel, owner string) error {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,6 +307,7 @@ func TestMark(t *testing.T) {
 	}{
 		{"MarkSent", dedupe.StateSent, (*dedupe.Store).MarkSent},
 		{"MarkUnknown", dedupe.StateUnknown, (*dedupe.Store).MarkUnknown},
+		{"MarkSentIn", dedupe.StateSent, markSentIn},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -347,6 +349,74 @@ func TestMark(t *testing.T) {
 			}
 			checkSince(t, r.Since)
 		})
+	}
+}
+
+// markSentIn runs MarkSentIn in a pipeline of its own.
+func markSentIn(s *dedupe.Store, ctx context.Context, e164, channel, owner string) error {
+	p := s.Client().Pipeline()
+	check := s.MarkSentIn(ctx, p, e164, channel, owner)
+	_, _ = p.Exec(ctx)
+	return check()
+}
+
+// countTrips counts the requests a client sends: one per command or
+// pipeline.
+type countTrips struct{ n atomic.Int64 }
+
+func (c *countTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *countTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
+}
+func (c *countTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
+}
+
+func TestMarkSentInRidesOnePipeline(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newStore(t, time.Minute)
+	ctx := context.Background()
+	for _, ch := range []string{"a", "b"} {
+		if _, _, err := s.Acquire(ctx, phone, ch, "task-1"); err != nil {
+			t.Fatalf("Acquire: %v", err)
+		}
+	}
+	// A Redis that lost its scripts (restart, failover): the mark falls
+	// back to a call of its own, which loads the script.
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	if err := markSentIn(s, ctx, phone, "a", "task-1"); err != nil {
+		t.Fatalf("MarkSentIn after SCRIPT FLUSH: %v", err)
+	}
+	if r, _, _ := s.Get(ctx, phone, "a"); r.State != dedupe.StateSent {
+		t.Fatalf("after MarkSentIn: state %s, want sent", r.State)
+	}
+
+	// With the script known, the mark and the other writes are one
+	// request, and the other writes happen too.
+	trips := &countTrips{}
+	c.AddHook(trips)
+	p := c.Pipeline()
+	check := s.MarkSentIn(ctx, p, phone, "b", "task-1")
+	set := p.Set(ctx, "other", "1", 0)
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	if err := check(); err != nil {
+		t.Fatalf("MarkSentIn: %v", err)
+	}
+	if n := trips.n.Load(); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
+	}
+	if set.Err() != nil {
+		t.Fatalf("SET in the same pipeline: %v", set.Err())
+	}
+	if r, _, _ := s.Get(ctx, phone, "b"); r.State != dedupe.StateSent || r.TTL <= 55*time.Second {
+		t.Fatalf("after MarkSentIn: %+v, want sent with the window restarted", r)
+	}
+	if err := markSentIn(s, ctx, "", "b", "task-1"); err == nil {
+		t.Fatal("MarkSentIn with an empty phone: no error")
 	}
 }
 

@@ -154,6 +154,13 @@ type Entry struct {
 // Record stores the result of an attempt. unknownAttempt counts the attempt
 // as one whose outcome is unknown; a final entry fixes the task's outcome.
 func (s *Store) Record(ctx context.Context, phoneHash string, e Entry, unknownAttempt bool) error {
+	return s.RecordWith(ctx, phoneHash, e, unknownAttempt, nil)
+}
+
+// RecordWith is Record with the writes that also queues (when not nil) sent
+// first in the same round trip. Only Record's own writes decide the
+// returned error; the caller reads the results of its commands itself.
+func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unknownAttempt bool, also func(redis.Pipeliner)) error {
 	if e.TaskID == "" {
 		return errors.New("history: empty task ID")
 	}
@@ -169,26 +176,33 @@ func (s *Store) Record(ctx context.Context, phoneHash string, e Entry, unknownAt
 	if phoneHash != "" {
 		fields["phone"] = phoneHash
 	}
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, tk, fields)
-		p.HDel(ctx, tk, "open")
-		if unknownAttempt {
-			p.HIncrBy(ctx, tk, "unknown", 1)
+	p := s.c.Pipeline()
+	if also != nil {
+		also(p)
+	}
+	own := []redis.Cmder{p.HSet(ctx, tk, fields), p.HDel(ctx, tk, "open")}
+	if unknownAttempt {
+		own = append(own, p.HIncrBy(ctx, tk, "unknown", 1))
+	}
+	own = append(own, p.PExpire(ctx, tk, s.retention))
+	if phoneHash != "" {
+		pk := PhoneKey(s.prefix, phoneHash)
+		own = append(own,
+			p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID}),
+			p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1)),
+			p.PExpire(ctx, pk, s.retention))
+	}
+	_, _ = p.Exec(ctx)
+	for _, c := range own {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("history: record: %w", err)
 		}
-		p.PExpire(ctx, tk, s.retention)
-		if phoneHash != "" {
-			pk := PhoneKey(s.prefix, phoneHash)
-			p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID})
-			p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1))
-			p.PExpire(ctx, pk, s.retention)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("history: record: %w", err)
 	}
 	return nil
 }
+
+// Client returns the Redis client the store uses.
+func (s *Store) Client() redis.Cmdable { return s.c }
 
 // Task returns a task's latest entry; ok is false when none is kept.
 func (s *Store) Task(ctx context.Context, taskID string) (Entry, bool, error) {

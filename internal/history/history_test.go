@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,4 +307,56 @@ func TestBeginReportsInterruptedAttempt(t *testing.T) {
 	if b, err = s.Begin(ctx, "t-int", now); err != nil || b.Interrupted {
 		t.Fatalf("Begin after a recorded attempt = %+v, %v; want not interrupted", b, err)
 	}
+}
+
+func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{})
+	ctx := context.Background()
+	// Connect first (pipelines have a pool of their own): the handshake of
+	// a new connection is not the point.
+	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error { return p.Ping(ctx).Err() }); err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	c.AddHook(requestCounter{&requests})
+
+	var extra *redis.StatusCmd
+	var failing *redis.Cmd
+	err := s.RecordWith(ctx, phoneHash, entry("task-1", "sent", true, t0), false, func(p redis.Pipeliner) {
+		extra = p.Set(ctx, "extra", "1", 0)
+		// A failing extra command is the caller's to read, not Record's.
+		failing = p.Do(ctx, "NOSUCHCOMMAND")
+	})
+	if err != nil {
+		t.Fatalf("RecordWith: %v", err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
+	}
+	if extra.Err() != nil || c.Get(ctx, "extra").Val() != "1" {
+		t.Fatalf("extra SET: %v", extra.Err())
+	}
+	if failing.Err() == nil {
+		t.Fatal("the unknown command did not fail")
+	}
+	e, ok, err := s.Task(ctx, "task-1")
+	if err != nil || !ok || e.Outcome != "sent" || !e.Final {
+		t.Fatalf("Task = %+v, %v, %v; want the final entry", e, ok, err)
+	}
+	if ids, _ := s.Recent(ctx, phoneHash, 0); len(ids) != 1 {
+		t.Fatalf("Recent = %v, want the task", ids)
+	}
+}
+
+// requestCounter counts the requests a client sends: one per command or
+// pipeline.
+type requestCounter struct{ n *atomic.Int64 }
+
+func (r requestCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r requestCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
+}
+func (r requestCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
 }

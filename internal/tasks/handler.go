@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/smsq/smsq/internal/dedupe"
@@ -59,6 +60,19 @@ func (h *Handler) restoreResult(ctx context.Context, a *attempt) {
 	if _, err := w.Write(e.Result); err != nil {
 		a.log.Warn().Err(err).Msg("cannot restore the recorded result")
 	}
+}
+
+// sentMarker and withRecorder are the optional parts of a Reserver and a
+// Journal that let the handler send the reservation's sent mark and the
+// journal entry in one round trip, when both use the same Redis.
+type sentMarker interface {
+	MarkSentIn(ctx context.Context, pipe redis.Pipeliner, e164, channel, owner string) func() error
+	Client() redis.Cmdable
+}
+
+type withRecorder interface {
+	RecordWith(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool, also func(redis.Pipeliner)) error
+	Client() redis.Cmdable
 }
 
 // Observer is told the result of every attempt (metrics).
@@ -122,6 +136,10 @@ type Handler struct {
 
 	limiter     RateLimiter
 	rateMaxWait time.Duration
+	// marker and recorder are set when the sent mark can ride with the
+	// journal entry (see sentMarker).
+	marker   sentMarker
+	recorder withRecorder
 	// sleep waits for a send token; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 }
@@ -165,12 +183,18 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.RateMaxWait < 0 {
 		return nil, fmt.Errorf("tasks: RateMaxWait %s: must be positive", cfg.RateMaxWait)
 	}
-	return &Handler{
+	h := &Handler{
 		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
 		log: log, observer: cfg.Observer, now: cfg.Now,
 		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
-	}, nil
+	}
+	m, ok1 := cfg.Reservations.(sentMarker)
+	r, ok2 := cfg.Journal.(withRecorder)
+	if ok1 && ok2 && m.Client() == r.Client() {
+		h.marker, h.recorder = m, r
+	}
+	return h, nil
 }
 
 // bookkeepingTimeout bounds the Redis writes made after the task's own
@@ -193,6 +217,9 @@ type attempt struct {
 	// unknownCall is set when this attempt's own call may have sent the
 	// SMS, the only case the journal counts as an unknown attempt.
 	unknownCall bool
+	// markSent asks record to mark the reservation sent: GenAuth accepted
+	// the call, or holds a live code for the pair.
+	markSent bool
 }
 
 // ProcessTask runs one attempt: validate, check the deadline, reserve the
@@ -339,12 +366,12 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 
 	switch class {
 	case genauth.ClassSent:
-		h.markSent(ctx, a)
+		a.markSent = true
 		return h.final(ctx, a, OutcomeSent, "", nil)
 	case genauth.ClassDuplicate:
 		// GenAuth holds a live code for this pair: keep our reservation for
 		// the full window so that other tasks see it too.
-		h.markSent(ctx, a)
+		a.markSent = true
 		if a.begun.UnknownAttempts > 0 || a.begun.Interrupted {
 			return h.final(ctx, a, OutcomeSent, "GenAuth's one-minute rule confirms that an earlier attempt was sent", nil)
 		}
@@ -512,17 +539,46 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	var recErr error
+	// The result goes onto the asynq task while the journal is written:
+	// two independent writes, one round trip of waiting.
+	var written chan error
 	if w := a.task.ResultWriter(); w != nil {
-		if _, err := w.Write(data); err != nil {
+		written = make(chan error, 1)
+		go func() {
+			_, err := w.Write(data)
+			written <- err
+		}()
+	}
+	journal := a.phoneHash != "" || final
+	var markErr func() error
+	if a.markSent && (!journal || h.recorder == nil) {
+		h.markSent(ctx, a)
+	}
+	var jerr error
+	if journal {
+		e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
+		if a.markSent && h.recorder != nil {
+			// The sent mark rides in the journal's round trip, ahead of it.
+			jerr = h.recorder.RecordWith(bctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
+				markErr = h.marker.MarkSentIn(bctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
+			})
+		} else {
+			jerr = h.journal.Record(bctx, a.phoneHash, e, unknownAttempt)
+		}
+	}
+	if markErr != nil {
+		if err := markErr(); err != nil {
+			a.log.Warn().Err(err).Msg("cannot mark reservation sent")
+		}
+	}
+	var recErr error
+	if written != nil {
+		if err := <-written; err != nil {
 			recErr = fmt.Errorf("write task result: %w", err)
 		}
 	}
-	if a.phoneHash != "" || final {
-		e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
-		if err := h.journal.Record(bctx, a.phoneHash, e, unknownAttempt); err != nil && recErr == nil {
-			recErr = err
-		}
+	if recErr == nil {
+		recErr = jerr
 	}
 	if h.observer != nil {
 		h.observer.Observe(*r)

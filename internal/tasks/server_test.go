@@ -33,6 +33,19 @@ type worker struct {
 	client *asynq.Client
 	insp   *asynq.Inspector
 	rc     *redis.Client
+	// requests counts what the handler's stores send to Redis: one per
+	// command or pipeline.
+	requests *atomic.Int64
+}
+
+type requestCounter struct{ n *atomic.Int64 }
+
+func (r requestCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r requestCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
+}
+func (r requestCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
 }
 
 // startWorker runs a server with the handler, the real reservation and
@@ -43,6 +56,8 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	opt := asynq.RedisClientOpt{Addr: m.Addr()}
 	rc := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = rc.Close() })
+	requests := &atomic.Int64{}
+	rc.AddHook(requestCounter{requests})
 	resv, err := dedupe.New(dedupe.Config{Client: rc})
 	if err != nil {
 		t.Fatalf("dedupe.New: %v", err)
@@ -71,7 +86,7 @@ func startWorker(t *testing.T, sender Sender) *worker {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	w := &worker{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), rc: rc}
+	w := &worker{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), rc: rc, requests: requests}
 	t.Cleanup(func() { _ = w.client.Close(); _ = w.insp.Close() })
 	return w
 }
@@ -131,6 +146,41 @@ func TestWorkerSent(t *testing.T) {
 	}
 	if n := len(sender.calls()); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+}
+
+// A sent task costs the handler three requests to Redis: open the attempt,
+// take the reservation, then the journal entry with the sent mark riding
+// along (the result goes onto the asynq task over asynq's connection).
+func TestWorkerSentTaskRequests(t *testing.T) {
+	t.Parallel()
+	w := startWorker(t, &fakeSender{})
+	// The first task loads the scripts and opens the connections.
+	w.waitState(t, w.enqueue(t, "warm-up"), asynq.TaskStateCompleted)
+
+	before := w.requests.Load()
+	p := Payload{Channel: "CHANNEL_REGISTER", PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: "counted"}
+	task, v, err := NewTask(p, time.Now())
+	if err != nil {
+		t.Fatalf("NewTask: %v", err)
+	}
+	info, err := w.client.Enqueue(task)
+	if err != nil {
+		t.Fatalf("Enqueue: %v", err)
+	}
+	if _, res := w.waitState(t, info, asynq.TaskStateCompleted); res.Outcome != OutcomeSent {
+		t.Fatalf("result = %+v, want sent", res)
+	}
+	if n := w.requests.Load() - before; n != 3 {
+		t.Fatalf("handler sent %d requests to Redis, want 3", n)
+	}
+	resv, err := dedupe.New(dedupe.Config{Client: w.rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok, err := resv.Get(context.Background(), v.Phone.E164, string(v.Channel))
+	if err != nil || !ok || r.State != dedupe.StateSent || r.Owner != "counted" || r.TTL <= 55*time.Second {
+		t.Fatalf("reservation = %+v, %v, %v; want sent by counted, window restarted", r, ok, err)
 	}
 }
 
