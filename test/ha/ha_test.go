@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/genauth"
@@ -259,6 +262,16 @@ func runLoad(t *testing.T, url string, crashRedis crash) {
 		t.Errorf("%d tasks sent, want at least one per pair (%d)", counts[tasks.OutcomeSent], totalPairs)
 	}
 	t.Logf("outcomes %v; %d from the history only; %d lost in the failover; %d history/result mismatches", counts, fromHistory, lostTolerated, mismatched)
+	recovered := 0
+	for _, s := range st {
+		if strings.Contains(s.LastErr, asynq.ErrLeaseExpired.Error()) {
+			recovered++
+		}
+	}
+	if recovered == 0 {
+		t.Errorf("no task was recovered from the killed worker (none ran into asynq's lease expiry)")
+	}
+	t.Logf("%d tasks recovered from the killed worker after their lease expired", recovered)
 
 	// No (phone, channel) pair got two sends inside the window. With a
 	// Redis crash, the one exception smsq cannot prevent: a reservation
