@@ -413,6 +413,28 @@ func BenchmarkNewTask(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeDecode is the payload's trip through asynq: encoded by
+// the producer, decoded by the worker.
+func BenchmarkEncodeDecode(b *testing.B) {
+	p := tasks.Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: "bench-1"}
+	v, err := p.Validate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v.EnqueuedAt = time.Now()
+	v.SendBy = v.EnqueuedAt.Add(tasks.DefaultSendBy)
+	b.ReportAllocs()
+	for b.Loop() {
+		data, err := v.Encode()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tasks.Decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func channelNames() []string {
 	var names []string
 	for _, ch := range genauth.Channels() {
