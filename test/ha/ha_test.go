@@ -27,6 +27,9 @@ const (
 	window     = 5 * time.Second
 )
 
+// workerConcurrency is SMSQ_CONCURRENCY of every worker (workertest.Env).
+const workerConcurrency = 50
+
 // lossMargin is how long before a Redis master crash a write acknowledged
 // by it may still be missing on its replica. Replication is asynchronous:
 // on loopback the replica trails by well under a millisecond, so a second
@@ -157,9 +160,18 @@ func runLoad(t *testing.T, url string, crashRedis crash) {
 	if crashRedis != nil {
 		lostSince, servedAt = crashRedis(t)
 	}
+	// Kill a worker with calls in flight: GenAuth's answers are held until
+	// more calls wait than the other two workers can make at once
+	// (SMSQ_CONCURRENCY each), so that some of them are the victim's.
+	e.fake.Hold()
+	waitFor(t, 4*time.Second, func() (bool, string) {
+		n := e.fake.InFlight()
+		return n > 2*workerConcurrency, fmt.Sprintf("%d calls held", n)
+	})
 	victim := e.workers.List()[0]
 	victim.Kill9(t)
 	killedAt := time.Now()
+	e.fake.Release()
 	t.Logf("killed %s at +%s (%d GenAuth calls so far)", victim.Name, killedAt.Sub(start).Round(time.Millisecond), e.fake.Calls())
 	// A supervisor restarts the crashed worker. asynq hands the killed
 	// worker's tasks to the next recoverer pass that finds their lease
