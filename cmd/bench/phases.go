@@ -135,7 +135,7 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 		return pr, err
 	}
 	defer hRDB.Close()
-	rt := &roundTrips{}
+	rt := &redisconn.Requests{}
 	srvRDB.AddHook(rt)
 	hRDB.AddHook(rt)
 	h, err := newHandler(hRDB)
@@ -186,7 +186,7 @@ func (b *bench) processOnce(ctx context.Context, newHandler func(redis.Universal
 	pr.redisCores, pr.selfCores = redisCPU.cores(), selfCPU.cores()
 	pr.rate = sp.rate()
 	pr.commands = float64(commandDelta(before, after)) / float64(n)
-	pr.roundTrips = float64(rt.n.Load()) / float64(n)
+	pr.roundTrips = float64(rt.Load()) / float64(n)
 	return pr, nil
 }
 

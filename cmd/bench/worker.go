@@ -110,26 +110,6 @@ func (s *span) rate() float64 {
 	return float64(s.done.Load()) / d
 }
 
-// roundTrips counts the requests a go-redis client sends: one per command,
-// one per pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 // workerProc is a cmd/worker process started by the bench.
 type workerProc struct {
 	cmd  *exec.Cmd

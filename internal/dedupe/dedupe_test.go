@@ -7,13 +7,13 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/redistest"
 )
 
@@ -360,18 +360,6 @@ func markSentIn(s *dedupe.Store, ctx context.Context, e164, channel, owner strin
 	return check()
 }
 
-// countTrips counts the requests a client sends: one per command or
-// pipeline.
-type countTrips struct{ n atomic.Int64 }
-
-func (c *countTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *countTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *countTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
-
 func TestMarkSentInRidesOnePipeline(t *testing.T) {
 	t.Parallel()
 	s, c, _ := newStore(t, time.Minute)
@@ -395,7 +383,7 @@ func TestMarkSentInRidesOnePipeline(t *testing.T) {
 
 	// With the script known, the mark and the other writes are one
 	// request, and the other writes happen too.
-	trips := &countTrips{}
+	trips := &redisconn.Requests{}
 	c.AddHook(trips)
 	p := c.Pipeline()
 	check := s.MarkSentIn(ctx, p, phone, "b", "task-1")
@@ -406,7 +394,7 @@ func TestMarkSentInRidesOnePipeline(t *testing.T) {
 	if err := check(); err != nil {
 		t.Fatalf("MarkSentIn: %v", err)
 	}
-	if n := trips.n.Load(); n != 1 {
+	if n := trips.Load(); n != 1 {
 		t.Fatalf("%d requests, want 1", n)
 	}
 	if set.Err() != nil {

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/redistest"
 )
 
@@ -318,8 +318,8 @@ func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
 	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error { return p.Ping(ctx).Err() }); err != nil {
 		t.Fatal(err)
 	}
-	var requests atomic.Int64
-	c.AddHook(requestCounter{&requests})
+	requests := &redisconn.Requests{}
+	c.AddHook(requests)
 
 	var extra *redis.StatusCmd
 	var failing *redis.Cmd
@@ -347,16 +347,4 @@ func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
 	if ids, _ := s.Recent(ctx, phoneHash, 0); len(ids) != 1 {
 		t.Fatalf("Recent = %v, want the task", ids)
 	}
-}
-
-// requestCounter counts the requests a client sends: one per command or
-// pipeline.
-type requestCounter struct{ n *atomic.Int64 }
-
-func (r requestCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r requestCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
-}
-func (r requestCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
 }

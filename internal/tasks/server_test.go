@@ -15,6 +15,7 @@ import (
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/redisconn"
 )
 
 // These tests run the handler under a real asynq.Server, the only place
@@ -35,17 +36,7 @@ type worker struct {
 	rc     *redis.Client
 	// requests counts what the handler's stores send to Redis: one per
 	// command or pipeline.
-	requests *atomic.Int64
-}
-
-type requestCounter struct{ n *atomic.Int64 }
-
-func (r requestCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r requestCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
-}
-func (r requestCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
+	requests *redisconn.Requests
 }
 
 // startWorker runs a server with the handler, the real reservation and
@@ -56,8 +47,8 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	opt := asynq.RedisClientOpt{Addr: m.Addr()}
 	rc := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = rc.Close() })
-	requests := &atomic.Int64{}
-	rc.AddHook(requestCounter{requests})
+	requests := &redisconn.Requests{}
+	rc.AddHook(requests)
 	resv, err := dedupe.New(dedupe.Config{Client: rc})
 	if err != nil {
 		t.Fatalf("dedupe.New: %v", err)
@@ -91,10 +82,19 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	return w
 }
 
+// enqueue queues a login code for 138 0013 8000 with idempotency key key.
 func (w *worker) enqueue(t *testing.T, key string) *asynq.TaskInfo {
 	t.Helper()
-	p := Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: key}
-	task, _, err := NewTask(p, time.Now())
+	info, _ := w.enqueueChannel(t, key, "CHANNEL_LOGIN")
+	return info
+}
+
+// enqueueChannel is enqueue on another channel; it returns the validated
+// request too.
+func (w *worker) enqueueChannel(t *testing.T, key, channel string) (*asynq.TaskInfo, Validated) {
+	t.Helper()
+	p := Payload{Channel: channel, PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: key}
+	task, v, err := NewTask(p, time.Now())
 	if err != nil {
 		t.Fatalf("NewTask: %v", err)
 	}
@@ -102,7 +102,7 @@ func (w *worker) enqueue(t *testing.T, key string) *asynq.TaskInfo {
 	if err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
-	return info
+	return info, v
 }
 
 // waitState polls until the task reaches state and returns its info with
@@ -159,15 +159,7 @@ func TestWorkerSentTaskRequests(t *testing.T) {
 	w.waitState(t, w.enqueue(t, "warm-up"), asynq.TaskStateCompleted)
 
 	before := w.requests.Load()
-	p := Payload{Channel: "CHANNEL_REGISTER", PhoneNumber: "138 0013 8000", PhoneCountryCode: "+86", IdempotencyKey: "counted"}
-	task, v, err := NewTask(p, time.Now())
-	if err != nil {
-		t.Fatalf("NewTask: %v", err)
-	}
-	info, err := w.client.Enqueue(task)
-	if err != nil {
-		t.Fatalf("Enqueue: %v", err)
-	}
+	info, v := w.enqueueChannel(t, "counted", "CHANNEL_REGISTER")
 	if _, res := w.waitState(t, info, asynq.TaskStateCompleted); res.Outcome != OutcomeSent {
 		t.Fatalf("result = %+v, want sent", res)
 	}
