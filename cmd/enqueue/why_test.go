@@ -6,22 +6,16 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
 
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/redistest"
 	"github.com/smsq/smsq/internal/tasks"
 )
-
-type nopAsynqLogger struct{}
-
-func (nopAsynqLogger) Debug(...any) {}
-func (nopAsynqLogger) Info(...any)  {}
-func (nopAsynqLogger) Warn(...any)  {}
-func (nopAsynqLogger) Error(...any) {}
-func (nopAsynqLogger) Fatal(...any) {}
 
 // pipeline is a real Redis with a worker's handler serving it, calling a
 // fake GenAuth: the data why reads is written by the code that writes it
@@ -60,7 +54,7 @@ func startPipeline(t *testing.T) *pipeline {
 		TaskCheckInterval: 20 * time.Millisecond,
 		RetryDelayFunc:    tasks.RetryDelay,
 		IsFailure:         tasks.IsFailure,
-		Logger:            nopAsynqLogger{},
+		Logger:            &logging.Asynq{Log: zerolog.Nop()},
 		LogLevel:          asynq.FatalLevel,
 	})
 	mux := asynq.NewServeMux()

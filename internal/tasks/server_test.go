@@ -11,24 +11,18 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/redisconn"
 )
 
 // These tests run the handler under a real asynq.Server, the only place
 // asynq's context, result writer, RetryDelayFunc and IsFailure meet. They
 // use miniredis for speed; the stores' own tests prove TTLs on real Redis.
-
-type nopAsynqLogger struct{}
-
-func (nopAsynqLogger) Debug(...any) {}
-func (nopAsynqLogger) Info(...any)  {}
-func (nopAsynqLogger) Warn(...any)  {}
-func (nopAsynqLogger) Error(...any) {}
-func (nopAsynqLogger) Fatal(...any) {}
 
 type worker struct {
 	client *asynq.Client
@@ -68,7 +62,7 @@ func startWorker(t *testing.T, sender Sender) *worker {
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc:           RetryDelay,
 		IsFailure:                IsFailure,
-		Logger:                   nopAsynqLogger{},
+		Logger:                   &logging.Asynq{Log: zerolog.Nop()},
 		LogLevel:                 asynq.FatalLevel,
 	})
 	mux := asynq.NewServeMux()
