@@ -111,6 +111,15 @@ func bind[T any](s *Set, p *T, name, env string, def T, usage string, secret boo
 	*p = def
 	st := Setting{Flag: name, Env: env, Default: show(def), Usage: usage, Secret: secret}
 	s.settings = append(s.settings, st)
+	u := usage
+	if env != "" {
+		u += " [$" + env + "]"
+	}
+	// Registered before the environment is read: the flag package shows
+	// the value at registration as the default in -h, which must be the
+	// declared default, never an environment value (a password in
+	// REDIS_URL, say).
+	s.fs.Var(&value[T]{p: p, parse: parse, show: show}, name, u)
 	if env != "" {
 		raw, ok, err := s.lookup(env, secret)
 		switch {
@@ -130,11 +139,6 @@ func bind[T any](s *Set, p *T, name, env string, def T, usage string, secret boo
 			}
 		}
 	}
-	u := usage
-	if env != "" {
-		u += " [$" + env + "]"
-	}
-	s.fs.Var(&value[T]{p: p, parse: parse, show: show}, name, u)
 }
 
 // String binds a string setting.

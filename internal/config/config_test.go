@@ -109,6 +109,35 @@ func TestSecretFromFileIsHidden(t *testing.T) {
 	}
 }
 
+func TestUsageNeverShowsEnvironmentValues(t *testing.T) {
+	t.Parallel()
+	var v vals
+	var out strings.Builder
+	s := NewSet("t", func(k string) string {
+		return map[string]string{"T_SECRET": "redis://:topsecret@db:6379/0", "T_N": "7"}[k]
+	}, &out)
+	bindAll(s, &v)
+	if err := s.Parse([]string{"-h"}); err == nil {
+		t.Fatal("-h: no error")
+	}
+	if strings.Contains(out.String(), "topsecret") || strings.Contains(out.String(), "(default 7)") {
+		t.Fatalf("usage shows environment values:\n%s", out.String())
+	}
+	if v.secret != "redis://:topsecret@db:6379/0" || v.n != 7 {
+		t.Fatalf("environment not applied: secret %q n %d", v.secret, v.n)
+	}
+}
+
+func TestBareBooleanFlag(t *testing.T) {
+	t.Parallel()
+	var v vals
+	s := NewSet("t", nil, io.Discard)
+	bindAll(s, &v)
+	if err := s.Parse([]string{"--b"}); err != nil || !v.b {
+		t.Fatalf("--b: err %v, b %v", err, v.b)
+	}
+}
+
 func TestWeights(t *testing.T) {
 	t.Parallel()
 	m, err := ParseWeights(" critical=6, default=3,low=1 ")
