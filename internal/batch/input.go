@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/phone"
 )
 
 // Format is an input format.
@@ -278,7 +279,8 @@ func NewCSVReader(r io.Reader) (*CSVReader, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrHeader, strings.Join(problems, "; "))
+		// Masked: a file without a header row has data in the first line.
+		return nil, fmt.Errorf("%w: %s", ErrHeader, phone.MaskText(strings.Join(problems, "; ")))
 	}
 	return &CSVReader{r: cr, cols: cols}, nil
 }

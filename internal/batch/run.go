@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/phone"
 	"github.com/smsq/smsq/internal/tasks"
 )
 
@@ -318,12 +319,12 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 func process(ctx context.Context, cfg Config, rec Record) Result {
 	res := Result{Line: rec.Line}
 	if rec.Err != nil {
-		res.Status, res.Reason = StatusInvalid, rec.Err.Error()
+		res.Status, res.Reason = StatusInvalid, phone.MaskText(rec.Err.Error())
 		return res
 	}
 	t, v, err := smsq.Prepare(rec.Request(), cfg.Now(), rec.Options()...)
 	if err != nil {
-		res.Status, res.Reason = StatusInvalid, strings.TrimPrefix(err.Error(), smsq.ErrInvalidRequest.Error()+": ")
+		res.Status, res.Reason = StatusInvalid, phone.MaskText(strings.TrimPrefix(err.Error(), smsq.ErrInvalidRequest.Error()+": "))
 		return res
 	}
 	res.TaskID = v.IdempotencyKey
@@ -344,7 +345,7 @@ func process(ctx context.Context, cfg Config, rec Record) Result {
 	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
 		res.Status = StatusDuplicate
 	case err != nil:
-		res.Status, res.Reason = StatusError, err.Error()
+		res.Status, res.Reason = StatusError, phone.MaskText(err.Error())
 	default:
 		res.Status, res.TaskID, res.Queue = StatusEnqueued, info.ID, info.Queue
 	}

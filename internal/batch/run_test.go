@@ -317,3 +317,38 @@ func TestSummaryString(t *testing.T) {
 		}
 	}
 }
+
+// A phone number in the wrong column must not come back in clear in a
+// reason or a header error.
+func TestReasonsMaskPhoneNumbers(t *testing.T) {
+	t.Parallel()
+	in := "channel,phone,delay,client_ip\n" +
+		"CHANNEL_LOGIN,+8613800138000,+8613800138001,\n" +
+		"CHANNEL_LOGIN,+8613800138000,,13800138002\n"
+	out, got := collect()
+	if _, err := Run(context.Background(), csvReader(t, in), Config{Output: out, Concurrency: 1}); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(*got) != 2 {
+		t.Fatalf("results = %+v, want 2", *got)
+	}
+	for i, r := range *got {
+		if r.Status != StatusInvalid || r.Reason == "" {
+			t.Errorf("line %d: %+v, want invalid with a reason", i+2, r)
+		}
+		for _, full := range []string{"13800138001", "13800138002"} {
+			if strings.Contains(r.Reason, full) {
+				t.Errorf("line %d: reason %q holds a full phone number", i+2, r.Reason)
+			}
+		}
+	}
+	if !strings.Contains((*got)[0].Reason, "delay") || !strings.Contains((*got)[1].Reason, "clientIp") {
+		t.Errorf("reasons %q, %q: want them to name delay and clientIp", (*got)[0].Reason, (*got)[1].Reason)
+	}
+
+	// No header row: the first line is data.
+	_, err := NewCSVReader(strings.NewReader("CHANNEL_LOGIN,+8613800138000\n"))
+	if !errors.Is(err, ErrHeader) || strings.Contains(err.Error(), "13800138000") {
+		t.Fatalf("NewCSVReader without a header: %v; want ErrHeader without the full number", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"time"
 
@@ -110,11 +111,11 @@ func (p Payload) Validate() (Validated, error) {
 	}
 	if p.ClientIP != "" {
 		if _, err := netip.ParseAddr(p.ClientIP); err != nil {
-			errs = append(errs, fmt.Errorf("clientIp: %q is not an IP address", p.ClientIP))
+			errs = append(errs, fmt.Errorf("clientIp: %q is not an IP address", echoIP(p.ClientIP)))
 		}
 	}
 	if p.Lang != "" && !genauth.ValidLang(p.Lang) {
-		errs = append(errs, fmt.Errorf("lang: %q is not one of %s", p.Lang, strings.Join(genauth.Langs, ", ")))
+		errs = append(errs, fmt.Errorf("lang: %q is not one of %s", phone.MaskText(p.Lang), strings.Join(genauth.Langs, ", ")))
 	}
 	if err := ValidateIdempotencyKey(p.IdempotencyKey); err != nil {
 		errs = append(errs, err)
@@ -122,7 +123,7 @@ func (p Payload) Validate() (Validated, error) {
 	switch p.OnHeld {
 	case "", OnHeldDedupe, OnHeldDefer:
 	default:
-		errs = append(errs, fmt.Errorf("onHeld: %q is not %q or %q", p.OnHeld, OnHeldDedupe, OnHeldDefer))
+		errs = append(errs, fmt.Errorf("onHeld: %q is not %q or %q", phone.MaskText(p.OnHeld), OnHeldDedupe, OnHeldDefer))
 	}
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
@@ -159,7 +160,7 @@ func ValidateIdempotencyKey(key string) error {
 	}
 	for _, r := range key {
 		if r < 0x21 || r > 0x7e {
-			return fmt.Errorf("idempotencyKey: %q may hold only printable ASCII without spaces", key)
+			return fmt.Errorf("idempotencyKey: %q may hold only printable ASCII without spaces", phone.MaskText(key))
 		}
 	}
 	return nil
@@ -168,4 +169,19 @@ func ValidateIdempotencyKey(key string) error {
 // Encode returns the JSON form of the validated payload.
 func (v Validated) Encode() ([]byte, error) {
 	return json.Marshal(v.Payload)
+}
+
+// ipShaped is what an attempt at an IP address looks like: four dotted
+// groups of digits, or hex groups with at least two colons.
+var ipShaped = regexp.MustCompile(`^[0-9]*(\.[0-9]*){3}$|^[0-9a-fA-F.]*:[0-9a-fA-F.]*:[0-9a-fA-F:.]*$`)
+
+// echoIP returns a bad clientIp for an error message: as given when it is
+// shaped like an IP address (so that "10.0.0.300" stays readable), masked
+// otherwise, since a phone number put in the wrong field must not be
+// echoed in clear.
+func echoIP(s string) string {
+	if ipShaped.MatchString(s) {
+		return s
+	}
+	return phone.MaskText(s)
 }

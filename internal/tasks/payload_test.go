@@ -452,3 +452,24 @@ func onlyDigits(s string) string {
 	}
 	return b.String()
 }
+
+// Values echoed in validation errors never carry a phone number in clear,
+// whichever field it was put in.
+func TestValidateMasksEchoedValues(t *testing.T) {
+	p := tasks.Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "13800138000", PhoneCountryCode: "+86",
+		ClientIP: "13800138001", Lang: "13800138002", OnHeld: "13800138003", IdempotencyKey: "login 13800138004"}
+	_, err := p.Validate()
+	if err == nil {
+		t.Fatal("Validate: no error")
+	}
+	for _, field := range []string{"clientIp", "lang", "onHeld", "idempotencyKey"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+	for _, full := range []string{"13800138001", "13800138002", "13800138003", "13800138004"} {
+		if strings.Contains(err.Error(), full) {
+			t.Errorf("error %q holds %s in clear", err, full)
+		}
+	}
+}
