@@ -45,6 +45,10 @@ func bindBatch(set *config.Set, s *batchSettings) {
 	set.Bool(&s.Stats, "stats", "", false, "print the peak memory (resident set) at the end")
 }
 
+// maxBatchConcurrency bounds --concurrency: each line in flight holds a
+// goroutine, a result slot and a Redis connection.
+const maxBatchConcurrency = 1024
+
 const batchUsage = `usage: enqueue batch [flags] [FILE|-]
 
 Queues one code per line of FILE (standard input when absent or "-"), CSV
@@ -67,12 +71,12 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		return usageError{fmt.Errorf("unexpected argument %q: give one input file", fs.Arg(1))}
 	}
 	switch {
-	case s.Concurrency < 1:
-		return usageError{fmt.Errorf("--concurrency %d: must be at least 1", s.Concurrency)}
+	case s.Concurrency < 1 || s.Concurrency > maxBatchConcurrency:
+		return usageError{fmt.Errorf("--concurrency %d: must be between 1 and %d", s.Concurrency, maxBatchConcurrency)}
 	case s.Timeout <= 0:
 		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
-	case s.MaxErrors == 0:
-		return usageError{errors.New("--max-errors 0: must be at least 1, or -1 for no limit")}
+	case s.MaxErrors == 0 || s.MaxErrors < -1:
+		return usageError{fmt.Errorf("--max-errors %d: must be at least 1, or -1 for no limit", s.MaxErrors)}
 	}
 
 	// Input, then its format and header: bad input never waits on Redis.
@@ -105,17 +109,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		rd = batch.NewJSONLReader(br)
 	}
 
-	out := stdout
-	if s.Out != "" {
-		f, err := os.Create(s.Out)
-		if err != nil {
-			return usageError{fmt.Errorf("--out: %w", err)}
-		}
-		defer f.Close()
-		out = f
-	}
-	w := bufio.NewWriterSize(out, 64<<10)
-
+	var w *bufio.Writer // set below, once the results file is open
 	cfg := batch.Config{
 		Concurrency: s.Concurrency,
 		Timeout:     s.Timeout,
@@ -146,6 +140,22 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		// closing rdb releases it.
 		cfg.Enqueuer = asynq.NewClientFromRedisClient(rdb)
 	}
+
+	// The results file is created only once Redis answered, so that a
+	// failed run leaves an earlier file as it was.
+	out := stdout
+	if s.Out != "" {
+		if sameFile(name, s.Out) {
+			return usageError{fmt.Errorf("--out %s is the input file: its results would overwrite it", s.Out)}
+		}
+		f, err := os.Create(s.Out)
+		if err != nil {
+			return usageError{fmt.Errorf("--out: %w", err)}
+		}
+		defer f.Close()
+		out = f
+	}
+	w = bufio.NewWriterSize(out, 64<<10)
 
 	sum, runErr := batch.Run(ctx, rd, cfg)
 	flushErr := w.Flush()
@@ -180,6 +190,16 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 
 // openInput opens name, or returns stdin for "" and "-". size is the
 // file's size, or -1 when unknown.
+// sameFile reports whether the input name and path are one existing file.
+func sameFile(name, path string) bool {
+	if name == "" || name == "-" {
+		return false
+	}
+	a, err1 := os.Stat(name)
+	b, err2 := os.Stat(path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
 func openInput(name string, stdin io.Reader) (r io.Reader, size int64, closeFn func(), err error) {
 	if name == "" || name == "-" {
 		return stdin, -1, func() {}, nil

@@ -244,6 +244,8 @@ func TestBatchBadInput(t *testing.T) {
 		{"bad format", []string{"batch", "--format", "xml", "-"}, "", "--format"},
 		{"two files", []string{"batch", "a.csv", "b.csv"}, "", `unexpected argument "b.csv"`},
 		{"bad concurrency", []string{"batch", "--concurrency", "0", "-"}, "", "--concurrency 0"},
+		{"huge concurrency", []string{"batch", "--concurrency", "100000000000", "--dry-run", "-"}, "", "--concurrency 100000000000"},
+		{"bad max errors", []string{"batch", "--max-errors", "-7", "-"}, "", "--max-errors -7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +262,31 @@ func TestBatchRedisDown(t *testing.T) {
 	r := runCmd(t, closedURL(t), "channel,phone\nCHANNEL_LOGIN,+8613800138000\n", "batch", "--timeout", "2s")
 	if r.code != 1 || !strings.Contains(errText(r.err), "cannot reach Redis") || r.stdout != "" {
 		t.Fatalf("exit %d, error %v, stdout %q; want 1, a clear message and no results", r.code, r.err, r.stdout)
+	}
+}
+
+// TestBatchOutIsKept: --out naming the input is refused before anything is
+// written, and a run that cannot reach Redis leaves an earlier results file
+// as it was.
+func TestBatchOutIsKept(t *testing.T) {
+	t.Parallel()
+	const input = "channel,phone\nCHANNEL_LOGIN,+8613800138000\n"
+	in := writeFile(t, "codes.csv", input)
+	r := runCmd(t, closedURL(t), "", "batch", "--dry-run", "--out", in, in)
+	if r.code != 2 || !strings.Contains(errText(r.err), "is the input file") {
+		t.Fatalf("--out = input: exit %d, error %v; want 2 naming the clash", r.code, r.err)
+	}
+	if b, _ := os.ReadFile(in); string(b) != input {
+		t.Fatalf("input file now holds %q", b)
+	}
+
+	out := writeFile(t, "results.jsonl", "earlier results\n")
+	r = runCmd(t, closedURL(t), "", "batch", "--timeout", "1s", "--out", out, in)
+	if r.code != 1 || !strings.Contains(errText(r.err), "cannot reach Redis") {
+		t.Fatalf("Redis down: exit %d, error %v; want 1", r.code, r.err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "earlier results\n" {
+		t.Fatalf("results file after a failed run holds %q, want it untouched", b)
 	}
 }
 
