@@ -37,7 +37,10 @@ timed() {
 	if [ -x /usr/bin/time ]; then
 		/usr/bin/time -f 'wall %es, user %Us, sys %Ss, peak RSS %M KiB' "$@"
 	else
-		"$@" --stats
+		# Flags go before the input file: "enqueue batch --stats [flags] FILE".
+		bin=$1 sub=$2
+		shift 2
+		"$bin" "$sub" --stats "$@"
 	fi
 }
 
