@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,9 @@ type Process struct {
 	err  error // exit status, once done is closed
 }
 
+// Concurrency is SMSQ_CONCURRENCY of the workers Env configures.
+const Concurrency = 50
+
 // Env returns the worker settings both suites start from: JSON logs at
 // info, fast polling, short timeouts and no HTTP listener, against
 // redisURL and the fake GenAuth, with window as SMSQ_WINDOW. Later
@@ -39,7 +43,7 @@ func Env(redisURL string, fake *genauthtest.Server, window time.Duration) []stri
 		"SMSQ_POLL_INTERVAL=100ms",
 		"SMSQ_SHUTDOWN_TIMEOUT=5s",
 		"SMSQ_GENAUTH_TIMEOUT=5s",
-		"SMSQ_CONCURRENCY=50",
+		"SMSQ_CONCURRENCY=" + strconv.Itoa(Concurrency),
 		"SMSQ_HTTP_ADDR=off",
 	}
 }

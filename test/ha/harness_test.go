@@ -120,22 +120,23 @@ func (e *env) states() (map[string]taskState, error) {
 	return workertest.States(context.Background(), e.insp, nil)
 }
 
-// doneCount counts finished tasks from the queue statistics, which is much
-// cheaper than listing them.
-func (e *env) doneCount() (int, error) {
+// progress counts finished tasks (completed or archived) and unfinished
+// ones (pending, active, scheduled or retrying) from the queue statistics,
+// which is much cheaper than listing them.
+func (e *env) progress() (done, open int, err error) {
 	qs, err := e.insp.Queues()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
 	for _, q := range qs {
 		info, err := e.insp.GetQueueInfo(q)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		n += info.Completed + info.Archived
+		done += info.Completed + info.Archived
+		open += info.Pending + info.Active + info.Scheduled + info.Retry
 	}
-	return n, nil
+	return done, open, nil
 }
 
 // spacingSlack covers the gap between taking a reservation and the request
