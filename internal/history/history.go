@@ -99,10 +99,12 @@ type Begun struct {
 	Interrupted bool
 }
 
-// beginScript opens an attempt; the 'open' field stays set until Record
-// closes the attempt, so the next Begin sees an attempt that never did.
+// beginScript opens an attempt; the 'open' field stays "1" until Record
+// closes the attempt (empties it), so the next Begin sees an attempt that
+// never did.
 // KEYS[1]: task key. ARGV[1]: now in ms; ARGV[2]: retention in ms.
-// Returns {attempt, first_ms, unknown or false, outcome or false, open or false}.
+// Returns {attempt, first_ms, unknown or false, outcome or false, open or
+// false} ("" for open when closed).
 var beginScript = redis.NewScript(`
 redis.call('HSETNX', KEYS[1], 'first_ms', ARGV[1])
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -169,6 +171,7 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 		"last":       e.Outcome,
 		"updated_ms": e.UpdatedAt.UnixMilli(),
 		"result":     string(e.Result),
+		"open":       "", // the attempt is closed: Begin reads "" as not interrupted
 	}
 	if e.Final {
 		fields["outcome"] = e.Outcome
@@ -180,7 +183,7 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 	if also != nil {
 		also(p)
 	}
-	own := []redis.Cmder{p.HSet(ctx, tk, fields), p.HDel(ctx, tk, "open")}
+	own := []redis.Cmder{p.HSet(ctx, tk, fields)}
 	if unknownAttempt {
 		own = append(own, p.HIncrBy(ctx, tk, "unknown", 1))
 	}

@@ -483,7 +483,6 @@ func (h *Handler) unknown(ctx context.Context, a *attempt, wait time.Duration, c
 	a.unknownCall = counted
 	delay := jitter(wait)
 	if !a.start.Add(delay).Before(a.deadline) {
-		a.res.Reason = reason
 		return h.record(ctx, a, OutcomeExpired, true, "outcome of the last call unknown (the SMS may have been sent); deadline passes before the window ends: "+reason, counted, nil)
 	}
 	return h.again(ctx, a, OutcomeUnknown, "the SMS may have been sent; no new call before the window ends", delay, false, errors.New(reason))
@@ -549,22 +548,22 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 			written <- err
 		}()
 	}
-	journal := a.phoneHash != "" || final
+	// Every attempt is journalled; only an invalid payload (always final)
+	// has no phone to index it by.
 	var markErr func() error
-	if a.markSent && (!journal || h.recorder == nil) {
-		h.markSent(ctx, a)
-	}
 	var jerr error
-	if journal {
-		e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
-		if a.markSent && h.recorder != nil {
-			// The sent mark rides in the journal's round trip, ahead of it.
-			jerr = h.recorder.RecordWith(bctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
-				markErr = h.marker.MarkSentIn(bctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
-			})
-		} else {
-			jerr = h.journal.Record(bctx, a.phoneHash, e, unknownAttempt)
-		}
+	e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
+	switch {
+	case a.markSent && h.recorder != nil:
+		// The sent mark rides in the journal's round trip, ahead of it.
+		jerr = h.recorder.RecordWith(bctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
+			markErr = h.marker.MarkSentIn(bctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
+		})
+	case a.markSent:
+		h.markSent(ctx, a)
+		fallthrough
+	default:
+		jerr = h.journal.Record(bctx, a.phoneHash, e, unknownAttempt)
 	}
 	if markErr != nil {
 		if err := markErr(); err != nil {
