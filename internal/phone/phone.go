@@ -58,10 +58,8 @@ func Parse(input, countryCode string) (Number, error) {
 		if cc == 0 {
 			cc = 86
 		}
+		// parseCountryCode accepted only assigned codes.
 		region = phonenumbers.GetRegionCodeForCountryCode(cc)
-		if region == "ZZ" || region == "" {
-			return Number{}, fmt.Errorf("%w: unknown country code %q", ErrInvalid, Mask(countryCode))
-		}
 	}
 	num, err := phonenumbers.Parse(raw, region)
 	if err != nil {
@@ -69,7 +67,7 @@ func Parse(input, countryCode string) (Number, error) {
 	}
 	got := int(num.GetCountryCode())
 	if cc != 0 && got != cc {
-		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is %q", ErrInvalid, Mask(raw), got, Mask(countryCode))
+		return Number{}, fmt.Errorf("%w: %q has country code +%d but phoneCountryCode is +%d", ErrInvalid, Mask(raw), got, cc)
 	}
 	// The number type is only known for valid numbers (UNKNOWN otherwise),
 	// so one lookup answers both questions; IsValidNumber would run the

@@ -45,7 +45,8 @@ func TestParseRejects(t *testing.T) {
 		{"", "", "empty"},
 		{"12345", "", "not a valid number"},
 		{"not a phone", "", "not a phone"},
-		{"+8613800138000", "+1", "phoneCountryCode"},
+		{"+8613800138000", "+1", "country code +86 but phoneCountryCode is +1"},
+		{"+8613800138000", "0044", "phoneCountryCode is +44"},
 		{"13800138000", "+999", "calling code"},
 		{"13800138000", "abc", "calling code"},
 		{"+86 10 6552 9988", "", "not a mobile number"}, // Beijing fixed line
