@@ -78,7 +78,11 @@ func PhoneLeaks(lines []Line, numbers []string) []Leak {
 		for _, n := range numbers {
 			for _, run := range runs {
 				if strings.Contains(run, n) || (len(n) > 11 && strings.Contains(run, n[len(n)-11:])) {
-					out = append(out, Leak{Line: i + 1, Redacted: strings.ReplaceAll(l.Raw, n, "<PHONE>")})
+					redacted := strings.ReplaceAll(l.Raw, n, "<PHONE>")
+					if len(n) > 11 {
+						redacted = strings.ReplaceAll(redacted, n[len(n)-11:], "<PHONE>")
+					}
+					out = append(out, Leak{Line: i + 1, Redacted: redacted})
 					break
 				}
 			}

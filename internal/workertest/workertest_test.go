@@ -26,7 +26,7 @@ func TestPhoneLeaks(t *testing.T) {
 		{"none", nil, nil},
 		{"national", []string{"13910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
 		{"with country code", []string{"8613910000002"}, []Leak{{Line: 3, Redacted: `{"message":"sent","phone":"+<PHONE>"}`}}},
-		{"national part of a longer number", []string{"8613910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"13910000001"}`}}},
+		{"national part of a longer number", []string{"8613910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
 		{"short number", []string{"12345678"}, []Leak{{Line: 4, Redacted: `{"message":"bad","payload":"<PHONE>"}`}}},
 		{"prefix only", []string{"13910000009"}, nil},
 	}
