@@ -406,6 +406,14 @@ func TestProcessTaskOutcomes(t *testing.T) {
 			wantReason: "earlier attempt", wantUnknownSeen: 1,
 		},
 		{
+			// The previous attempt began and recorded nothing (its worker
+			// died, possibly mid-call): GenAuth's 422 confirms that call.
+			name: "422 after an interrupted attempt is sent",
+			send: reply(nil, genauthErr(422)), begin: begun(history.Begun{Attempt: 2, Interrupted: true}),
+			wantOutcome: OutcomeSent, wantFinal: true, wantCalls: 1, wantOps: []string{"acquire", "markSent"},
+			wantReason: "earlier attempt",
+		},
+		{
 			name:        "422 without an earlier unknown is held by genauth",
 			send:        reply(nil, genauthErr(422)),
 			wantOutcome: OutcomeDeduplicated, wantFinal: true, wantCalls: 1, wantOps: []string{"acquire", "markSent"},
