@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,10 +27,13 @@ func main() {
 	// go-redis reports every failed dial on its own; during a Redis outage
 	// that is one line per connection attempt. Route it through the same
 	// once-per-interval limiter as asynq's messages.
-	redis.SetLogger(logging.Redis{A: &logging.Asynq{
-		Log:   zerolog.New(os.Stderr).With().Timestamp().Str("component", "go-redis").Logger(),
-		Every: 30 * time.Second,
-	}})
+	base := zerolog.New(os.Stderr).With().Timestamp().Logger()
+	redis.SetLogger(logging.Redis{A: &logging.Asynq{Log: base, Every: 30 * time.Second, Component: "go-redis"}})
+	// Libraries that complain through the standard log package (asynq's
+	// queue-metrics collector, once per failed scrape) get the same
+	// treatment instead of plain-text lines in the JSON stream.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(logging.Std{A: &logging.Asynq{Log: base, Every: 30 * time.Second, Component: "stdlog"}})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {

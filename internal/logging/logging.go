@@ -45,6 +45,8 @@ func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 type Asynq struct {
 	Log   zerolog.Logger
 	Every time.Duration
+	// Component names the source in each line; default "asynq".
+	Component string
 
 	mu   sync.Mutex
 	seen map[string]*repeat
@@ -84,7 +86,11 @@ func (a *Asynq) emit(ev *zerolog.Event, args []any) {
 			ev = ev.Int("repeated", suppressed)
 		}
 	}
-	ev.Str("component", "asynq").Msg(msg)
+	component := a.Component
+	if component == "" {
+		component = "asynq"
+	}
+	ev.Str("component", component).Msg(msg)
 }
 
 // Debug logs at debug level.
@@ -115,4 +121,23 @@ type Redis struct {
 // Printf logs a go-redis message at warn level, repeats rate-limited.
 func (r Redis) Printf(_ context.Context, format string, v ...any) {
 	r.A.Warn(fmt.Sprintf(format, v...))
+}
+
+// Std adapts an Asynq logger as the output of the standard log package,
+// which libraries use for their own complaints (asynq's metrics collector
+// logs every failed scrape there): each line becomes a rate-limited
+// warning instead of plain text in the JSON stream. Use it with
+// log.SetFlags(0).
+type Std struct {
+	A *Asynq
+}
+
+// Write logs each line of p.
+func (s Std) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			s.A.Warn(line)
+		}
+	}
+	return len(p), nil
 }

@@ -3,6 +3,8 @@ package logging
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +56,7 @@ func TestAsynqRepeatsLoggedOncePerInterval(t *testing.T) {
 func TestRedisAdapterIsRateLimited(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer
-	r := Redis{A: &Asynq{Log: zerolog.New(&b), Every: time.Minute}}
+	r := Redis{A: &Asynq{Log: zerolog.New(&b), Every: time.Minute, Component: "go-redis"}}
 	for i := 0; i < 20; i++ {
 		r.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %s", 5, "connection refused")
 	}
@@ -63,5 +65,28 @@ func TestRedisAdapterIsRateLimited(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), `"level":"warn"`) {
 		t.Fatalf("want a warning: %s", b.String())
+	}
+	if strings.Count(b.String(), `"component"`) != 1 || !strings.Contains(b.String(), `"component":"go-redis"`) {
+		t.Fatalf("want one component, go-redis: %s", b.String())
+	}
+}
+
+func TestStdLogLinesBecomeRateLimitedWarnings(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	l := log.New(Std{A: &Asynq{Log: zerolog.New(&b), Every: time.Minute, Component: "metrics"}}, "", 0)
+	for range 5 {
+		l.Printf("Failed to collect metrics data: %v", "dial tcp: connection refused")
+	}
+	out := b.String()
+	if n := strings.Count(out, "Failed to collect metrics data"); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, out)
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &line); err != nil {
+		t.Fatalf("not one JSON line: %v\n%s", err, out)
+	}
+	if line["level"] != "warn" || line["component"] != "metrics" {
+		t.Fatalf("line %v: want a warning from metrics", line)
 	}
 }
