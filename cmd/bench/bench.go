@@ -56,7 +56,7 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 	fs.IntVar(&p.Concurrency, "concurrency", 200, "worker concurrency in every processing phase")
 	fs.IntVar(&p.Fetchers, "fetchers", 0, "fetch loops (asynq servers) of the in-process raw asynq and smsq servers; 0 means the worker's default for -concurrency")
 	fs.IntVar(&p.EnqueueGoroutines, "enqueue-goroutines", 16, "goroutines of the parallel enqueue phase")
-	fs.IntVar(&p.IdleSamples, "idle-samples", 40, "tasks sent one at a time for the idle pickup latency")
+	fs.IntVar(&p.IdleSamples, "idle-samples", 100, "tasks sent one at a time for the idle pickup latency")
 	fs.DurationVar(&p.IdleCostWindow, "idle-window", 5*time.Second, "how long Redis commands of an idle worker are counted")
 	fs.DurationVar(&p.LoadDuration, "load-duration", 3*time.Second, "how long tasks are sent at half the measured throughput for the latency under load")
 	fs.DurationVar(&p.SlowLatency, "genauth-latency", 100*time.Millisecond, "fake GenAuth latency of the per-process throughput phase")
@@ -256,8 +256,10 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 	r.Machine = machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version()}
 	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
 		r.Machine.Redis = infoField(info, "redis_version")
-		// A local server's CPU use is readable from /proc.
-		if pid, err := strconv.Atoi(infoField(info, "process_id")); err == nil {
+		// A local server's CPU use is readable from /proc; the pid Redis
+		// reports is only ours to read when that process is a
+		// redis-server (not so for a Redis in a container or elsewhere).
+		if pid, err := strconv.Atoi(infoField(info, "process_id")); err == nil && isRedisServer(pid) {
 			if _, err := cpuSeconds(pid); err == nil {
 				b.redisPID = pid
 			}
@@ -311,6 +313,13 @@ func (b *bench) profile(f func() error) error {
 	return err
 }
 
+// isRedisServer reports whether the local process pid is a redis-server.
+func isRedisServer(pid int) bool {
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return err == nil && strings.HasPrefix(strings.TrimSpace(string(comm)), "redis-server")
+}
+
+// infoField returns a field of an INFO reply.
 func infoField(info, name string) string {
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {

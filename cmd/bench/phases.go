@@ -385,10 +385,7 @@ func (b *bench) workerPhase(ctx context.Context) (workerFigures, pickupFigures, 
 		return wf, pf, err
 	}
 	env := []string{"SMSQ_CONCURRENCY=" + strconv.Itoa(b.p.Concurrency)}
-	lim, err := limiterSettings(ctx, bin)
-	if err != nil {
-		return wf, pf, err
-	}
+	lim := limiterSettings(ctx, bin)
 	if lim.available {
 		env = append(env, lim.off)
 	}
@@ -501,7 +498,7 @@ type limiter struct {
 	poll      time.Duration // the worker's default poll interval
 }
 
-func limiterSettings(ctx context.Context, bin string) (limiter, error) {
+func limiterSettings(ctx context.Context, bin string) limiter {
 	cmd := exec.CommandContext(ctx, bin, "-h")
 	cmd.Env = workerEnv()
 	out, _ := cmd.CombinedOutput()
@@ -516,7 +513,7 @@ func limiterSettings(ctx context.Context, bin string) (limiter, error) {
 		l.available = true
 		l.off = "SMSQ_RATE_LIMIT=off"
 	}
-	return l, nil
+	return l
 }
 
 func (b *bench) limiterPhase(ctx context.Context) (limiterFigures, error) {
@@ -525,9 +522,9 @@ func (b *bench) limiterPhase(ctx context.Context) (limiterFigures, error) {
 	if err != nil {
 		return f, err
 	}
-	lim, err := limiterSettings(ctx, bin)
-	if err != nil || !lim.available {
-		return f, err
+	lim := limiterSettings(ctx, bin)
+	if !lim.available {
+		return f, nil
 	}
 	f.Available, f.Note = true, ""
 	f.Limit = float64(b.p.RateLimit)
