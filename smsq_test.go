@@ -160,8 +160,11 @@ func TestWithOnHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := ins.GetTaskInfo(rc.Queue, rc.TaskID)
-	if err != nil || !strings.Contains(string(info.Payload), `"onHeld":"dedupe"`) {
-		t.Fatalf("payload %s, %v: want onHeld dedupe", info.Payload, err)
+	if err != nil {
+		t.Fatalf("GetTaskInfo: %v", err)
+	}
+	if !strings.Contains(string(info.Payload), `"onHeld":"dedupe"`) {
+		t.Fatalf("payload %s: want onHeld dedupe", info.Payload)
 	}
 	_, err = c.Send(context.Background(), smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, smsq.WithOnHeld("later"))
 	if !errors.Is(err, smsq.ErrInvalidRequest) || !strings.Contains(err.Error(), "onHeld") {

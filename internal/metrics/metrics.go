@@ -122,7 +122,7 @@ func (m *Metrics) Observe(r tasks.Result) {
 		m.finished.WithLabelValues(ch, outcome).Inc()
 	}
 	// Class is set only when this attempt called GenAuth.
-	if r.Class != "" || r.GenAuthMS > 0 || r.StatusCode != 0 || r.HTTPStatus != 0 {
+	if r.Class != "" {
 		m.genauth.WithLabelValues(Class(r.Class)).Observe(float64(r.GenAuthMS) / 1000)
 	}
 	if (r.Outcome == tasks.OutcomeDeduplicated || r.Outcome == tasks.OutcomeDeferred) && r.Holder != "genauth" {
