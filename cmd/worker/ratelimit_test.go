@@ -35,6 +35,8 @@ func TestRateLimitSettings(t *testing.T) {
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL"},
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=5"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: genauth: unknown channel"},
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN=5,channel_login=6"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: CHANNEL_LOGIN: given twice"},
+		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=off"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: genauth: unknown channel"},
+		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN=5,channel_login=off"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: CHANNEL_LOGIN: given twice"},
 	}
 	for _, tt := range tests {
 		var s settings

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -319,21 +317,13 @@ func rateLimits(s *settings) (ratelimit.Limit, map[string]ratelimit.Limit, error
 	if s.RateMaxWait <= 0 {
 		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_MAX_WAIT %s: must be positive", s.RateMaxWait)
 	}
-	parsed, err := ratelimit.ParseChannelLimits(s.RateLimitPerChannel)
+	// The limiter keys channels by their wire name, as the handler asks.
+	channels, err := ratelimit.ParseChannelLimits(s.RateLimitPerChannel, func(name string) (string, error) {
+		ch, err := genauth.ParseChannel(name)
+		return string(ch), err
+	})
 	if err != nil {
 		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %w", err)
-	}
-	channels := make(map[string]ratelimit.Limit, len(parsed))
-	for _, name := range slices.Sorted(maps.Keys(parsed)) {
-		// The limiter keys channels by their wire name, as the handler asks.
-		ch, err := genauth.ParseChannel(name)
-		if err != nil {
-			return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %w", err)
-		}
-		if _, dup := channels[string(ch)]; dup {
-			return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %s: given twice", ch)
-		}
-		channels[string(ch)] = parsed[name]
 	}
 	return global, channels, nil
 }

@@ -110,12 +110,16 @@ func ParseRate(s string) (Limit, error) {
 
 // ParseChannelLimits reads per-channel rates: a comma-separated list of
 // NAME=RATE, e.g. "CHANNEL_LOGIN=50,CHANNEL_REGISTER=1200/m", each RATE
-// read by [ParseRate] (so with the default burst). A channel set to off is
-// left out. Names are kept as written; the caller checks them. The empty
-// string gives no limits.
-func ParseChannelLimits(s string) (map[string]Limit, error) {
+// read by [ParseRate] (so with the default burst). channel turns a NAME into
+// the channel's key, or refuses it; nil keeps names as written. Every name
+// is checked, and two that give the same key are an error, before a
+// channel set to off is left out. The empty string gives no limits.
+func ParseChannelLimits(s string, channel func(string) (string, error)) (map[string]Limit, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
+	}
+	if channel == nil {
+		channel = func(name string) (string, error) { return name, nil }
 	}
 	out := map[string]Limit{}
 	seen := map[string]bool{}
@@ -127,18 +131,23 @@ func ParseChannelLimits(s string) (map[string]Limit, error) {
 			errs = append(errs, fmt.Errorf("%q: want NAME=RATE, e.g. CHANNEL_LOGIN=50", strings.TrimSpace(item)))
 			continue
 		}
-		if seen[name] {
-			errs = append(errs, fmt.Errorf("%s: given twice", name))
+		key, err := channel(name)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		seen[name] = true
+		if seen[key] {
+			errs = append(errs, fmt.Errorf("%s: given twice", key))
+			continue
+		}
+		seen[key] = true
 		l, err := ParseRate(rate)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			continue
 		}
 		if !l.IsZero() {
-			out[name] = l
+			out[key] = l
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

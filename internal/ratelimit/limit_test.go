@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -68,9 +69,19 @@ func TestParseChannelLimits(t *testing.T) {
 		{in: "CHANNEL_LOGIN=50,", err: []string{`"": want NAME=RATE`}},
 		{in: "CHANNEL_LOGIN=50,CHANNEL_LOGIN=20", err: []string{"CHANNEL_LOGIN: given twice"}},
 		{in: "CHANNEL_LOGIN=fast,CHANNEL_REGISTER=0", err: []string{"CHANNEL_LOGIN: \"fast\"", "CHANNEL_REGISTER: \"0\""}},
+		// Names go through the normaliser, off or not.
+		{in: "channel_login=50", want: map[string]Limit{"CHANNEL_LOGIN": persec(50, 5)}},
+		{in: "CHANNEL_LOGN=off", err: []string{"unknown channel CHANNEL_LOGN"}},
+		{in: "CHANNEL_LOGIN=5,channel_login=off", err: []string{"CHANNEL_LOGIN: given twice"}},
+	}
+	upper := func(name string) (string, error) {
+		if !strings.HasPrefix(strings.ToUpper(name), "CHANNEL_LOGIN") && !strings.HasPrefix(strings.ToUpper(name), "CHANNEL_REGISTER") {
+			return "", fmt.Errorf("unknown channel %s", name)
+		}
+		return strings.ToUpper(name), nil
 	}
 	for _, tt := range tests {
-		got, err := ParseChannelLimits(tt.in)
+		got, err := ParseChannelLimits(tt.in, upper)
 		if tt.err != nil {
 			if err == nil {
 				t.Fatalf("ParseChannelLimits(%q) = %v, want an error", tt.in, got)
