@@ -33,9 +33,9 @@ func TestRateLimitSettings(t *testing.T) {
 		{vars: map[string]string{"SMSQ_RATE_LIMIT": "off", "SMSQ_RATE_BURST": "5"}, err: "SMSQ_RATE_BURST is set but SMSQ_RATE_LIMIT is off"},
 		{vars: map[string]string{"SMSQ_RATE_MAX_WAIT": "0s"}, err: "SMSQ_RATE_MAX_WAIT"},
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL"},
-		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=5"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: genauth: unknown channel"},
+		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=5"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: \"CHANNEL_LOGN\" is not one of"},
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN=5,channel_login=6"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: CHANNEL_LOGIN: given twice"},
-		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=off"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: genauth: unknown channel"},
+		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGN=off"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: \"CHANNEL_LOGN\" is not one of"},
 		{vars: map[string]string{"SMSQ_RATE_LIMIT_PER_CHANNEL": "CHANNEL_LOGIN=5,channel_login=off"}, err: "SMSQ_RATE_LIMIT_PER_CHANNEL: CHANNEL_LOGIN: given twice"},
 	}
 	for _, tt := range tests {

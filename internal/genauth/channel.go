@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/smsq/smsq/internal/phone"
 )
 
 // Channel names the purpose of an SMS. GenAuth keeps a separate one-minute
@@ -69,7 +71,8 @@ func (c Channel) String() string { return string(c) }
 // case are accepted because the names usually come from configuration or
 // from another service's payload; the result is always the upper-case wire
 // name. An unknown name gives an error wrapping [ErrUnknownChannel] that
-// lists the valid ones, so the person who typed it can fix it at once.
+// lists the valid ones, so the person who typed it can fix it at once; the
+// name it quotes has any phone-like digits masked.
 func ParseChannel(s string) (Channel, error) {
 	c := Channel(strings.ToUpper(strings.TrimSpace(s)))
 	if c.Valid() {
@@ -79,8 +82,19 @@ func ParseChannel(s string) (Channel, error) {
 	for i, k := range channels {
 		names[i] = string(k)
 	}
-	return "", fmt.Errorf("%w %q: want one of %s", ErrUnknownChannel, s, strings.Join(names, ", "))
+	// Masked: a caller that swapped two fields put a phone number here.
+	return "", unknownChannelError{name: phone.MaskText(s), valid: strings.Join(names, ", ")}
 }
+
+// unknownChannelError is ParseChannel's error: it reads as the problem
+// itself and matches ErrUnknownChannel.
+type unknownChannelError struct{ name, valid string }
+
+func (e unknownChannelError) Error() string {
+	return fmt.Sprintf("%q is not one of %s", e.name, e.valid)
+}
+
+func (e unknownChannelError) Is(target error) bool { return target == ErrUnknownChannel }
 
 // Langs lists the languages GenAuth localises its messages and SMS
 // templates in, the values of the lang header. Do not modify it.

@@ -53,6 +53,11 @@ func TestParseChannel(t *testing.T) {
 			t.Fatalf("ParseChannel(%q) error = %q, want it to name the input and list the channels", in, msg)
 		}
 	}
+	// A phone number given as the channel is not echoed in clear.
+	_, err := ParseChannel("+86 138 0013 8000")
+	if !errors.Is(err, ErrUnknownChannel) || strings.Contains(err.Error(), "0013") {
+		t.Fatalf("ParseChannel(phone) error = %v, want ErrUnknownChannel with the number masked", err)
+	}
 }
 
 func TestValidLang(t *testing.T) {
