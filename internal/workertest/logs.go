@@ -25,9 +25,12 @@ type Line struct {
 	Raw string `json:"-"`
 }
 
-// Crash reports whether the line starts a data race report or a panic.
+// Crash reports whether the line starts a data race report, a panic, a
+// fatal runtime error (concurrent map writes, out of memory) or a goroutine
+// dump.
 func (l Line) Crash() bool {
-	return strings.Contains(l.Raw, "WARNING: DATA RACE") || strings.HasPrefix(l.Raw, "panic:")
+	return strings.Contains(l.Raw, "WARNING: DATA RACE") || strings.HasPrefix(l.Raw, "panic:") ||
+		strings.HasPrefix(l.Raw, "fatal error:") || l.Level == "" && strings.HasPrefix(l.Raw, "goroutine ")
 }
 
 // Lines reads the log file at path.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
@@ -50,6 +51,26 @@ func TestLines(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].Message != "worker started" || got[0].TaskID != "a" || got[0].Crash() || !got[1].Crash() || got[1].Level != "" {
 		t.Fatalf("Lines = %+v", got)
+	}
+}
+
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]bool{
+		"WARNING: DATA RACE":                       true,
+		"panic: runtime error: index out of range": true,
+		"fatal error: concurrent map writes":       true,
+		"goroutine 1 [running]:":                   true,
+		`{"level":"info","message":"goroutine 7"}`: false,
+		`{"level":"error","message":"panic: no"}`:  false,
+	} {
+		l := Line{Raw: raw}
+		if strings.HasPrefix(raw, "{") {
+			l.Level = "info"
+		}
+		if got := l.Crash(); got != want {
+			t.Errorf("Line{%q}.Crash() = %v, want %v", raw, got, want)
+		}
 	}
 }
 
