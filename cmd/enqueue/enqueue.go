@@ -10,6 +10,7 @@ import (
 
 	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/config"
+	"github.com/smsq/smsq/internal/redisconn"
 )
 
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
@@ -97,6 +98,9 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if s.Channel == "" || s.Phone == "" {
 		return usageError{errors.New("--channel and --phone are required")}
 	}
+	if s.Timeout <= 0 {
+		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
+	}
 	req := smsq.Request{Channel: s.Channel, Phone: s.Phone, CountryCode: s.CountryCode, ClientIP: s.ClientIP, Lang: s.Lang}
 	opts := []smsq.Option{}
 	if s.IdempotencyKey != "" {
@@ -118,19 +122,21 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if _, _, err := smsq.Prepare(req, time.Now(), opts...); err != nil {
 		return usageError{err}
 	}
-	c, err := smsq.NewClient(s.RedisURL)
+	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{DialTimeout: 2 * time.Second})
 	if err != nil {
 		return usageError{fmt.Errorf("REDIS_URL: %w", err)}
 	}
-	defer c.Close()
+	defer rdb.Close()
+	// A Redis that is down is named (URL without its password) before any
+	// command, as the other subcommands and the worker do.
+	if err := redisconn.Ping(ctx, rdb, s.RedisURL, s.Timeout); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
-	rc, err := c.Send(ctx, req, opts...)
+	rc, err := smsq.NewClientFromRedis(rdb).Send(ctx, req, opts...)
 	if err != nil {
-		if errors.Is(err, smsq.ErrDuplicate) {
-			return err
-		}
-		return fmt.Errorf("%w (is the worker's Redis running? REDIS_URL)", err)
+		return err
 	}
 	fmt.Fprintln(stdout, rc.TaskID)
 	fmt.Fprintf(stderr, "queued %s for %s in queue %s, send by %s\n", rc.Channel, rc.Phone, rc.Queue, rc.SendBy.Format(time.RFC3339))

@@ -93,6 +93,7 @@ func TestSingleInvalidEnqueuesNothing(t *testing.T) {
 		{[]string{"--channel", "CHANNEL_NOPE", "--phone", "+8613800138000"}, "channel"},
 		{[]string{"--phone", "+8613800138000"}, "--channel and --phone are required"},
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--timeout", "0s"}, "--timeout 0s: must be positive"},
 	}
 	for _, tt := range tests {
 		r := runCmd(t, srv.URL(), "", tt.args...)
@@ -109,8 +110,8 @@ func TestSingleRedisDown(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
 	r := runCmd(t, closedURL(t), "", "--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--timeout", "2s")
-	if r.code != 1 || !strings.Contains(errText(r.err), "REDIS_URL") {
-		t.Fatalf("exit %d, error %v; want 1 and a message naming REDIS_URL", r.code, r.err)
+	if r.code != 1 || !strings.Contains(errText(r.err), "cannot reach Redis at redis://127.0.0.1:") || !strings.Contains(errText(r.err), "REDIS_URL") {
+		t.Fatalf("exit %d, error %v; want 1 and a message naming the Redis and REDIS_URL", r.code, r.err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("took %s to give up", d)
