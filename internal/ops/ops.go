@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-// DefaultUIPath is where the web UI is served.
+// DefaultUIPath is where the web UI is served (asynqmon's root path).
 const DefaultUIPath = "/monitoring"
 
 // ReadyTimeout bounds one readiness check.
@@ -32,10 +32,8 @@ type Config struct {
 	// Ready reports why the worker cannot take work, or nil when it can.
 	// It runs under a context of ReadyTimeout. Required.
 	Ready func(ctx context.Context) error
-	// UI serves the web UI under UIPath; nil leaves it out.
+	// UI serves the web UI under DefaultUIPath; nil leaves it out.
 	UI http.Handler
-	// UIPath is the UI's root path; default DefaultUIPath.
-	UIPath string
 	// User and Password guard the UI with HTTP basic auth; both empty
 	// serve it without credentials (only sensible on loopback).
 	User, Password string
@@ -48,12 +46,6 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if (cfg.User == "") != (cfg.Password == "") {
 		return nil, errors.New("ops: user and password must be set together")
-	}
-	if cfg.UIPath == "" {
-		cfg.UIPath = DefaultUIPath
-	}
-	if !strings.HasPrefix(cfg.UIPath, "/") || strings.HasSuffix(cfg.UIPath, "/") || len(cfg.UIPath) < 2 {
-		return nil, fmt.Errorf("ops: UIPath %q: must start with / and not end with one", cfg.UIPath)
 	}
 
 	mux := http.NewServeMux()
@@ -81,9 +73,9 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		if cfg.User != "" {
 			ui = BasicAuth(cfg.User, cfg.Password, "smsq", ui)
 		}
-		mux.Handle(cfg.UIPath, ui)
-		mux.Handle(cfg.UIPath+"/", ui)
-		index += cfg.UIPath + "/  web UI (asynqmon)\n"
+		mux.Handle(DefaultUIPath, ui)
+		mux.Handle(DefaultUIPath+"/", ui)
+		index += DefaultUIPath + "/  web UI (asynqmon)\n"
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		text(w, http.StatusOK, index)

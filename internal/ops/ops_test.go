@@ -146,8 +146,6 @@ func TestNewHandlerRefuses(t *testing.T) {
 		{},
 		{Ready: ready, User: "ops"},
 		{Ready: ready, Password: "p"},
-		{Ready: ready, UIPath: "monitoring"},
-		{Ready: ready, UIPath: "/monitoring/"},
 	} {
 		if _, err := NewHandler(cfg); err == nil {
 			t.Errorf("NewHandler(%+v) = nil error", cfg)

@@ -16,8 +16,6 @@ import (
 type UIConfig struct {
 	// Redis opens the UI's own connections. Required.
 	Redis asynq.RedisConnOpt
-	// Path is the UI's root path; default DefaultUIPath.
-	Path string
 	// Writable lets the UI delete, run, archive and cancel tasks and pause
 	// queues; by default it only shows them.
 	Writable bool
@@ -35,11 +33,8 @@ func NewUI(cfg UIConfig) (*UI, error) {
 	if cfg.Redis == nil {
 		return nil, errors.New("ops: UIConfig.Redis is required")
 	}
-	if cfg.Path == "" {
-		cfg.Path = DefaultUIPath
-	}
 	mon := asynqmon.New(asynqmon.Options{
-		RootPath:     cfg.Path,
+		RootPath:     DefaultUIPath,
 		RedisConnOpt: cfg.Redis,
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(func(_ string, p []byte) string {
 			return MaskPayload(p)
