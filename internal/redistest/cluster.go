@@ -119,13 +119,6 @@ func (c *Cluster) Addrs() []string {
 // URL is the cluster's redis-cluster:// URL naming every node as a seed.
 func (c *Cluster) URL() string { return "redis-cluster://" + strings.Join(c.Addrs(), ",") }
 
-// Client returns a cluster client, closed when the test ends.
-func (c *Cluster) Client() *redis.ClusterClient {
-	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
-	c.t.Cleanup(func() { _ = rc.Close() })
-	return rc
-}
-
 // NodeFor returns the node serving key's hash slot.
 func (c *Cluster) NodeFor(key string) *Server {
 	slot := int(Slot(key))

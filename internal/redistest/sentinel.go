@@ -152,9 +152,6 @@ func (g *SentinelGroup) waitSentinelReady(ctx context.Context, s *Server) error 
 	}
 }
 
-// MasterName is the name the sentinels monitor.
-func (g *SentinelGroup) MasterName() string { return g.opts.MasterName }
-
 // SentinelAddrs returns the sentinels' host:port addresses.
 func (g *SentinelGroup) SentinelAddrs() []string {
 	out := make([]string, len(g.Sentinels))
@@ -167,13 +164,6 @@ func (g *SentinelGroup) SentinelAddrs() []string {
 // URL is the group's redis-sentinel:// URL for database 0.
 func (g *SentinelGroup) URL() string {
 	return "redis-sentinel://" + strings.Join(g.SentinelAddrs(), ",") + "/0?master=" + g.opts.MasterName
-}
-
-// Client returns a failover client, closed when the test ends.
-func (g *SentinelGroup) Client() *redis.Client {
-	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: g.opts.MasterName, SentinelAddrs: g.SentinelAddrs()})
-	g.t.Cleanup(func() { _ = c.Close() })
-	return c
 }
 
 // MasterAddr returns the master's address as the first sentinel that
