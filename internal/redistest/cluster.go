@@ -18,7 +18,6 @@ const clusterSlots = 16384
 // redis-server owned by the test. The slots are split evenly between the
 // masters, as `redis-cli --cluster create --cluster-replicas 0` does.
 type Cluster struct {
-	t testing.TB
 	// Nodes are the masters, in slot order: Nodes[0] serves slot 0.
 	Nodes []*Server
 }
@@ -31,7 +30,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	if masters < 3 {
 		t.Fatalf("redistest.StartCluster: %d masters: a cluster needs at least 3", masters)
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{}
 	for range masters {
 		c.Nodes = append(c.Nodes, Start(t, Options{Args: []string{
 			"--cluster-enabled", "yes",

@@ -50,7 +50,6 @@ func (o SentinelOptions) withDefaults() SentinelOptions {
 // SentinelGroup is a master, its replicas and the sentinels watching them,
 // every one a redis-server process owned by the test.
 type SentinelGroup struct {
-	t    testing.TB
 	opts SentinelOptions
 	// Data holds the master and the replicas; Data[0] is the first master.
 	// After a failover the master is another one: ask MasterAddr.
@@ -70,7 +69,7 @@ func StartSentinelGroup(t testing.TB, opts ...SentinelOptions) *SentinelGroup {
 		o = opts[0]
 	}
 	o = o.withDefaults()
-	g := &SentinelGroup{t: t, opts: o}
+	g := &SentinelGroup{opts: o}
 	master := Start(t, Options{Args: o.DataArgs})
 	g.Data = append(g.Data, master)
 	for range o.Replicas {
