@@ -112,10 +112,6 @@ var fieldNames = [numFields]string{
 	"idempotency_key", "queue", "send_within", "delay", "on_held",
 }
 
-// FieldNames lists the accepted column names in their documented
-// snake_case form.
-func FieldNames() []string { return slices.Clone(fieldNames[:]) }
-
 // aliases maps a name folded by foldName to its field: snake_case,
 // camelCase and the task payload's own JSON names all fold to one key.
 var aliases = map[string]field{
@@ -236,7 +232,7 @@ type CSVReader struct {
 	cols []field
 }
 
-// NewCSVReader reads the header row of r. Column names follow FieldNames;
+// NewCSVReader reads the header row of r. Column names follow fieldNames;
 // camelCase and the payload's JSON names (phoneNumber, phoneCountryCode)
 // are accepted too. channel and phone are required; an unknown or repeated
 // column is an error wrapping ErrHeader that names it.

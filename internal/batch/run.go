@@ -90,9 +90,6 @@ type Config struct {
 	// Output receives every line's Result, in input order, from one
 	// goroutine. An error from it stops the run and is returned. Required.
 	Output func(Result) error
-	// Now is the clock that send-within and delay count from; default
-	// time.Now.
-	Now func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -107,9 +104,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxErrors == 0 {
 		c.MaxErrors = DefaultMaxErrors
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	return c
 }
@@ -322,7 +316,7 @@ func process(ctx context.Context, cfg Config, rec Record) Result {
 		res.Status, res.Reason = StatusInvalid, phone.MaskText(rec.Err.Error())
 		return res
 	}
-	t, v, err := smsq.Prepare(rec.Request(), cfg.Now(), rec.Options()...)
+	t, v, err := smsq.Prepare(rec.Request(), time.Now(), rec.Options()...)
 	if err != nil {
 		res.Status, res.Reason = StatusInvalid, phone.MaskText(strings.TrimPrefix(err.Error(), smsq.ErrInvalidRequest.Error()+": "))
 		return res
