@@ -328,14 +328,6 @@ func (c *Client) newRequest(ctx context.Context, req SendSMSRequest) (*http.Requ
 	return hr, nil
 }
 
-// Write progress of a request, as seen through httptrace.
-const (
-	writeNone    int32 = iota // nothing handed to the connection yet
-	writeStarted              // headers written, body may still be going out
-	writeDone                 // whole request written and flushed
-	writeFailed               // writing failed part way
-)
-
 // SendSMS asks GenAuth to send a verification code. It makes exactly one
 // attempt. It returns a Response only when the body's statusCode is 200;
 // every other outcome, including transport failures, is an *Error, except a
@@ -346,16 +338,12 @@ func (c *Client) SendSMS(ctx context.Context, req SendSMSRequest) (*Response, er
 
 	// Whether the request left this process decides between "nothing was
 	// sent, retry" and "the SMS may have gone out" when no answer comes.
-	var wrote atomic.Int32
+	// Any write the transport reports, finished or failed part way, counts
+	// (see below).
+	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteHeaders: func() { wrote.CompareAndSwap(writeNone, writeStarted) },
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err != nil {
-				wrote.Store(writeFailed)
-				return
-			}
-			wrote.Store(writeDone)
-		},
+		WroteHeaders: func() { wrote.Store(true) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) },
 	})
 
 	hr, err := c.newRequest(ctx, req)
@@ -369,8 +357,7 @@ func (c *Client) SendSMS(ctx context.Context, req SendSMSRequest) (*Response, er
 		// has returned, and once bytes are on the wire the server may have
 		// the whole request, even when the write is reported as failed
 		// (over HTTP/2 the end of the stream can be a frame of its own).
-		w := wrote.Load()
-		return nil, &Error{Err: err, RequestWritten: w != writeNone}
+		return nil, &Error{Err: err, RequestWritten: wrote.Load()}
 	}
 	defer resp.Body.Close()
 	out, err := checkResponse(resp, c.now)
