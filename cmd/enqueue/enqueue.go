@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/batch"
 	"github.com/smsq/smsq/internal/config"
 	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/tasks"
 )
 
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
@@ -101,23 +103,15 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if s.Timeout <= 0 {
 		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
 	}
-	req := smsq.Request{Channel: s.Channel, Phone: s.Phone, CountryCode: s.CountryCode, ClientIP: s.ClientIP, Lang: s.Lang}
-	opts := []smsq.Option{}
-	if s.IdempotencyKey != "" {
-		opts = append(opts, smsq.WithIdempotencyKey(s.IdempotencyKey))
-	}
-	if s.Queue != "" {
-		opts = append(opts, smsq.WithQueue(s.Queue))
-	}
-	if s.Delay != 0 {
-		opts = append(opts, smsq.WithDelay(s.Delay))
-	}
-	if s.SendWithin != 0 {
-		opts = append(opts, smsq.WithSendWithin(s.SendWithin))
+	// One line of a batch, given as flags: the same request and options.
+	rec := batch.Record{
+		Channel: s.Channel, Phone: s.Phone, CountryCode: s.CountryCode, ClientIP: s.ClientIP, Lang: s.Lang,
+		IdempotencyKey: s.IdempotencyKey, Queue: s.Queue, Delay: s.Delay, SendWithin: s.SendWithin,
 	}
 	if s.Defer {
-		opts = append(opts, smsq.WithDeferWhenHeld())
+		rec.OnHeld = tasks.OnHeldDefer
 	}
+	req, opts := rec.Request(), rec.Options()
 	// Validate before connecting: bad input never waits on Redis.
 	if _, _, err := smsq.Prepare(req, time.Now(), opts...); err != nil {
 		return usageError{err}

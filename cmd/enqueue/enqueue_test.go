@@ -81,6 +81,20 @@ func TestSingle(t *testing.T) {
 	if strings.Contains(r.stderr, "13800138000") {
 		t.Fatalf("stderr shows the full number: %s", r.stderr)
 	}
+
+	// The other options reach the task: queue, key, delay.
+	r = runCmd(t, srv.URL(), "", "--channel", "CHANNEL_REGISTER", "--phone", "+8613800138001",
+		"--queue", "low", "--idempotency-key", "single-k1", "--delay", "1m", "--send-within", "2m")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "single-k1" {
+		t.Fatalf("exit %d, stdout %q: %v", r.code, r.stdout, r.err)
+	}
+	info, err = asynq.NewInspectorFromRedisClient(srv.Client()).GetTaskInfo("low", "single-k1")
+	if err != nil {
+		t.Fatalf("task single-k1 not in queue low: %v", err)
+	}
+	if info.State != asynq.TaskStateScheduled || time.Until(info.NextProcessAt) < 50*time.Second {
+		t.Fatalf("task %s due %s: want scheduled about a minute ahead", info.State, info.NextProcessAt)
+	}
 }
 
 func TestSingleInvalidEnqueuesNothing(t *testing.T) {
