@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -118,4 +120,34 @@ func MaskPair(p string) string {
 		f[1] = f[1][:3] + "****" + f[1][len(f[1])-4:]
 	}
 	return strings.Join(f, " ")
+}
+
+// SpacingSlack covers the gap between taking a reservation and the request
+// reaching the fake GenAuth, since the fake stamps arrival and not the
+// send.
+const SpacingSlack = 50 * time.Millisecond
+
+// CloseSend is two requests to one pair closer than the window.
+type CloseSend struct {
+	Pair          string // PairKey
+	First, Second time.Time
+}
+
+// CloseSends lists the consecutive requests of a pair that arrived closer
+// than window (less SpacingSlack).
+func CloseSends(reqs []genauthtest.Request, window time.Duration) []CloseSend {
+	byPair := map[string][]time.Time{}
+	for _, r := range reqs {
+		byPair[PairKey(r)] = append(byPair[PairKey(r)], r.Time)
+	}
+	var out []CloseSend
+	for pair, times := range byPair {
+		slices.SortFunc(times, time.Time.Compare)
+		for i := 1; i < len(times); i++ {
+			if times[i].Sub(times[i-1]) < window-SpacingSlack {
+				out = append(out, CloseSend{Pair: pair, First: times[i-1], Second: times[i]})
+			}
+		}
+	}
+	return out
 }

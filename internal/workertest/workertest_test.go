@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 )
@@ -87,5 +88,26 @@ func TestPairKey(t *testing.T) {
 		if got := MaskPair(PairKey(c.req)); got != c.want {
 			t.Fatalf("MaskPair(PairKey(%+v)) = %q, want %q", c.req, got, c.want)
 		}
+	}
+}
+
+func TestCloseSends(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	req := func(phone, ch string, at time.Duration) genauthtest.Request {
+		return genauthtest.Request{PhoneNumber: phone, Channel: ch, Time: t0.Add(at)}
+	}
+	reqs := []genauthtest.Request{
+		req("13800138000", "CHANNEL_LOGIN", 0),
+		req("13800138000", "CHANNEL_LOGIN", 61*time.Second),   // a window later
+		req("13800138000", "CHANNEL_LOGIN", 90*time.Second),   // 29 s after the last
+		req("13800138000", "CHANNEL_REGISTER", 5*time.Second), // another pair
+		req("13800138001", "CHANNEL_LOGIN", 59990*time.Millisecond),
+		req("13800138001", "CHANNEL_LOGIN", 0), // out of order, 59.99 s: inside the slack
+	}
+	got := CloseSends(reqs, time.Minute)
+	want := []CloseSend{{Pair: "+86 13800138000 CHANNEL_LOGIN", First: t0.Add(61 * time.Second), Second: t0.Add(90 * time.Second)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("CloseSends = %+v, want %+v", got, want)
 	}
 }

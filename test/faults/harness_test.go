@@ -255,25 +255,12 @@ func (e *env) check(st map[string]taskState) {
 	e.checkLogs()
 }
 
-// spacingSlack covers the gap between taking a reservation and the request
-// reaching the fake, since the fake stamps arrival and not the send.
-const spacingSlack = 50 * time.Millisecond
-
 // checkSpacing fails when two of reqs for one pair are closer than the
 // window.
 func (e *env) checkSpacing(reqs []genauthtest.Request, what string) {
 	e.t.Helper()
-	byPair := map[string][]time.Time{}
-	for _, r := range reqs {
-		byPair[pairKey(r)] = append(byPair[pairKey(r)], r.Time)
-	}
-	for pair, times := range byPair {
-		sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
-		for i := 1; i < len(times); i++ {
-			if gap := times[i].Sub(times[i-1]); gap < e.cfg.Window-spacingSlack {
-				e.t.Errorf("invariant (a): %s %d and %d for %s are %s apart, window %s", what, i, i+1, maskPair(pair), gap, e.cfg.Window)
-			}
-		}
+	for _, c := range workertest.CloseSends(reqs, e.cfg.Window) {
+		e.t.Errorf("invariant (a): two %s for %s are %s apart, window %s", what, maskPair(c.Pair), c.Second.Sub(c.First), e.cfg.Window)
 	}
 }
 

@@ -294,14 +294,14 @@ func runLoad(t *testing.T, url string, crashRedis crash) {
 	// may go out after the crash, before the new master serves).
 	sent := e.fake.Sent()
 	var tolerated int
-	for _, c := range closeSends(sent, window) {
-		if !lostSince.IsZero() && !c.first.Before(lostSince) && c.first.Before(servedAt) && c.second.After(lostSince.Add(lossMargin)) {
+	for _, c := range workertest.CloseSends(sent, window) {
+		if !lostSince.IsZero() && !c.First.Before(lostSince) && c.First.Before(servedAt) && c.Second.After(lostSince.Add(lossMargin)) {
 			tolerated++
-			t.Logf("pair %s sent twice %s apart across the failover: its reservation was lost with the master", maskPair(c.pair), c.second.Sub(c.first).Round(time.Millisecond))
+			t.Logf("pair %s sent twice %s apart across the failover: its reservation was lost with the master", maskPair(c.Pair), c.Second.Sub(c.First).Round(time.Millisecond))
 			continue
 		}
-		t.Errorf("pair %s sent at +%s and +%s, %s apart, inside the %s window", maskPair(c.pair),
-			c.first.Sub(start).Round(time.Millisecond), c.second.Sub(start).Round(time.Millisecond), c.second.Sub(c.first).Round(time.Millisecond), window)
+		t.Errorf("pair %s sent at +%s and +%s, %s apart, inside the %s window", maskPair(c.Pair),
+			c.First.Sub(start).Round(time.Millisecond), c.Second.Sub(start).Round(time.Millisecond), c.Second.Sub(c.First).Round(time.Millisecond), window)
 	}
 	t.Logf("GenAuth: %d calls, %d sends for %d sent outcomes (the killed worker's calls in flight are sent again after recovery); %d double sends across the failover",
 		e.fake.Calls(), len(sent), counts[tasks.OutcomeSent], tolerated)

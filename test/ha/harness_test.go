@@ -3,7 +3,6 @@ package ha
 import (
 	"context"
 	"os"
-	"sort"
 	"testing"
 	"time"
 
@@ -137,34 +136,6 @@ func (e *env) progress() (done, open int, err error) {
 		open += info.Pending + info.Active + info.Scheduled + info.Retry
 	}
 	return done, open, nil
-}
-
-// spacingSlack covers the gap between taking a reservation and the request
-// reaching the fake, since the fake stamps arrival and not the send.
-const spacingSlack = 50 * time.Millisecond
-
-// closeSend is two sends to one pair closer than the window.
-type closeSend struct {
-	pair          string
-	first, second time.Time
-}
-
-// closeSends lists the pairs whose sends are closer than the window.
-func closeSends(reqs []genauthtest.Request, window time.Duration) []closeSend {
-	byPair := map[string][]time.Time{}
-	for _, r := range reqs {
-		byPair[pairKey(r)] = append(byPair[pairKey(r)], r.Time)
-	}
-	var out []closeSend
-	for pair, times := range byPair {
-		sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
-		for i := 1; i < len(times); i++ {
-			if times[i].Sub(times[i-1]) < window-spacingSlack {
-				out = append(out, closeSend{pair: pair, first: times[i-1], second: times[i]})
-			}
-		}
-	}
-	return out
 }
 
 // checkLogs fails on a full phone number, a panic or a data race in any
