@@ -28,20 +28,12 @@ import (
 	"github.com/smsq/smsq/internal/tasks"
 )
 
-// serverConfig is the asynq configuration cmd/worker uses, so that the
-// in-process measurements run the same server as the worker binary.
+// serverConfig is the asynq configuration of one of cmd/worker's fetch
+// loops, so that the in-process measurements run the worker's servers.
 func serverConfig(concurrency int, poll time.Duration) asynq.Config {
-	return asynq.Config{
-		Concurrency:              concurrency,
-		Queues:                   tasks.DefaultQueues(),
-		RetryDelayFunc:           tasks.RetryDelay,
-		IsFailure:                tasks.IsFailure,
-		Logger:                   &logging.Asynq{Log: zerolog.Nop(), Every: 30 * time.Second},
-		LogLevel:                 asynq.WarnLevel,
-		ShutdownTimeout:          15 * time.Second,
-		TaskCheckInterval:        poll,
-		DelayedTaskCheckInterval: time.Second,
-	}
+	cfg := tasks.ServerConfig(concurrency, poll, &logging.Asynq{Log: zerolog.Nop(), Every: 30 * time.Second})
+	cfg.ShutdownTimeout = 15 * time.Second
+	return cfg
 }
 
 // smsqHandler wires the send handler with the parts the zero-latency phase

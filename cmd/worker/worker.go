@@ -253,23 +253,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer qrdb.Close()
 	alog := &logging.Asynq{Log: log, Every: 30 * time.Second}
 	for _, share := range tasks.SplitConcurrency(s.Concurrency, fetchers) {
-		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(qrdb, asynq.Config{
-			Concurrency:              share,
-			Queues:                   queues,
-			StrictPriority:           s.StrictPriority,
-			RetryDelayFunc:           tasks.RetryDelay,
-			IsFailure:                tasks.IsFailure,
-			Logger:                   alog,
-			LogLevel:                 asynq.WarnLevel,
-			ShutdownTimeout:          s.ShutdownTimeout,
-			TaskCheckInterval:        s.PollInterval,
-			DelayedTaskCheckInterval: time.Second,
-			HealthCheckFunc: func(err error) {
-				if err != nil {
-					alog.Error("Redis health check failed: ", err)
-				}
-			},
-		}))
+		cfg := tasks.ServerConfig(share, s.PollInterval, alog)
+		cfg.Queues, cfg.StrictPriority, cfg.ShutdownTimeout = queues, s.StrictPriority, s.ShutdownTimeout
+		cfg.HealthCheckFunc = func(err error) {
+			if err != nil {
+				alog.Error("Redis health check failed: ", err)
+			}
+		}
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(qrdb, cfg))
 	}
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendSMS, handler)

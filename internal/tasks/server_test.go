@@ -55,16 +55,10 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
-	srv := asynq.NewServer(opt, asynq.Config{
-		Concurrency:              2,
-		Queues:                   DefaultQueues(),
-		TaskCheckInterval:        20 * time.Millisecond,
-		DelayedTaskCheckInterval: 100 * time.Millisecond,
-		RetryDelayFunc:           RetryDelay,
-		IsFailure:                IsFailure,
-		Logger:                   &logging.Asynq{Log: zerolog.Nop()},
-		LogLevel:                 asynq.FatalLevel,
-	})
+	// The worker's server configuration, polling faster.
+	cfg := ServerConfig(2, 20*time.Millisecond, &logging.Asynq{Log: zerolog.Nop()})
+	cfg.DelayedTaskCheckInterval, cfg.LogLevel = 100*time.Millisecond, asynq.FatalLevel
+	srv := asynq.NewServer(opt, cfg)
 	mux := asynq.NewServeMux()
 	mux.Handle(TypeSendSMS, h)
 	if err := srv.Start(mux); err != nil {

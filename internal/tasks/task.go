@@ -98,3 +98,21 @@ func SplitConcurrency(concurrency, loops int) []int {
 	}
 	return out
 }
+
+// ServerConfig is the asynq server configuration of one fetch loop of a
+// worker, as cmd/worker runs it: concurrency handlers, the default queues,
+// smsq's retry delays and failure test, new tasks looked for every poll and
+// scheduled ones every second. Callers set the rest (queues, shutdown
+// timeout, health check) from their own settings.
+func ServerConfig(concurrency int, poll time.Duration, log asynq.Logger) asynq.Config {
+	return asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   DefaultQueues(),
+		RetryDelayFunc:           RetryDelay,
+		IsFailure:                IsFailure,
+		Logger:                   log,
+		LogLevel:                 asynq.WarnLevel,
+		TaskCheckInterval:        poll,
+		DelayedTaskCheckInterval: time.Second,
+	}
+}
