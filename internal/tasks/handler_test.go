@@ -729,15 +729,39 @@ func TestNewHandlerConfig(t *testing.T) {
 	}
 }
 
+// TestRetriesSpanTheDeadline: transient failures alone never end a task
+// before its send-by deadline. However the jitter falls, DefaultMaxRetry
+// retries take at least DefaultSendBy, while the first retry still comes
+// within a second and no gap exceeds 30 s, so a task comes through soon
+// after an outage ends.
+func TestRetriesSpanTheDeadline(t *testing.T) {
+	t.Parallel()
+	var least, most time.Duration
+	for n := range DefaultMaxRetry {
+		least += BackoffFloor(n)
+		most += 2 * BackoffFloor(n)
+		if 2*BackoffFloor(n) > 30*time.Second {
+			t.Fatalf("retry %d may wait %s, more than 30 s", n+1, 2*BackoffFloor(n))
+		}
+	}
+	if least < DefaultSendBy {
+		t.Fatalf("%d retries may all be over within %s, before the %s send-by deadline", DefaultMaxRetry, least, DefaultSendBy)
+	}
+	if first := 2 * BackoffFloor(0); first > time.Second {
+		t.Fatalf("first retry may wait %s, want within a second", first)
+	}
+	t.Logf("%d retries span %s to %s", DefaultMaxRetry, least, most)
+}
+
 func TestRetryDelayAndIsFailure(t *testing.T) {
 	t.Parallel()
 	plain := errors.New("boom")
 	if !IsFailure(plain) {
 		t.Fatal("IsFailure(plain error) = false")
 	}
-	for n := range 20 {
+	for n := range 40 {
 		d := RetryDelay(n, plain, nil)
-		base := min(time.Second<<min(n, 16), time.Minute)
+		base := min(time.Second<<min(n, 16), 30*time.Second)
 		if d < base/2 || d > base {
 			t.Fatalf("RetryDelay(%d) = %v, want within [%v, %v]", n, d, base/2, base)
 		}

@@ -9,10 +9,13 @@ import (
 )
 
 // Backoff bounds for transient failures: the first retry comes within a
-// second or two because a user is waiting for the code.
+// second because a user is waiting for the code; the cap keeps retrying
+// through an outage of GenAuth at least every 30 s, so that a task comes
+// through soon after it ends, for as long as its send-by deadline allows
+// (see DefaultMaxRetry).
 const (
 	backoffBase = time.Second
-	backoffMax  = time.Minute
+	backoffMax  = 30 * time.Second
 	// DefaultThrottleDelay is used when GenAuth throttles without Retry-After.
 	DefaultThrottleDelay = 2 * time.Second
 )
@@ -31,7 +34,7 @@ func (e *delayError) Unwrap() error { return e.err }
 
 // RetryDelay is the worker's asynq RetryDelayFunc: the delay a handler
 // asked for (Retry-After, reservation expiry), or exponential backoff with
-// jitter for plain failures: 0.5–1 s, 1–2 s, 2–4 s, ... capped at a minute.
+// jitter for plain failures: 0.5–1 s, 1–2 s, 2–4 s, ... then 15–30 s.
 func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var de *delayError
 	if errors.As(err, &de) && de.delay > 0 {
@@ -40,14 +43,21 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return Backoff(n)
 }
 
-// Backoff returns the jittered exponential delay before retry n+1.
+// Backoff returns the jittered exponential delay before retry n+1: between
+// BackoffFloor(n) and twice that.
 func Backoff(n int) time.Duration {
+	half := BackoffFloor(n)
+	return half + rand.N(half+1)
+}
+
+// BackoffFloor is the shortest delay Backoff(n) chooses: half of
+// min(1 s << n, 30 s).
+func BackoffFloor(n int) time.Duration {
 	d := backoffMax
 	if n < 16 {
 		d = min(backoffBase<<n, backoffMax)
 	}
-	half := d / 2
-	return half + rand.N(half+1)
+	return d / 2
 }
 
 // IsFailure is the worker's asynq IsFailure func: throttles and deferrals

@@ -21,12 +21,15 @@ func DefaultQueues() map[string]int {
 	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueLow: 1}
 }
 
-// Defaults for task options. MaxRetry is small because a verification code
-// is useless after a few minutes; the send-by deadline bounds retries anyway.
-// Timeout stays above the GenAuth client's 10 s so that the client, not
-// asynq, decides a slow call's outcome.
+// Defaults for task options. The send-by deadline, not MaxRetry, bounds a
+// task's retries: DefaultMaxRetry (asynq's own default too, so that raw
+// producers' tasks behave alike) is enough for transient failures to be
+// retried until DefaultSendBy has passed, whatever the jitter (the
+// shortest delays BackoffFloor allows add up to more). Timeout stays above
+// the GenAuth client's 10 s so that the client, not asynq, decides a slow
+// call's outcome.
 const (
-	DefaultMaxRetry  = 5
+	DefaultMaxRetry  = 25
 	DefaultTimeout   = 30 * time.Second
 	DefaultRetention = 24 * time.Hour
 	DefaultSendBy    = 5 * time.Minute

@@ -15,7 +15,7 @@ import (
 
 // backoffFloor is the least delay tasks.Backoff can choose before retry
 // n+1 (half of 1s<<n): a retry sooner than that is a hot loop.
-func backoffFloor(n int) time.Duration { return (time.Second << n) / 2 }
+func backoffFloor(n int) time.Duration { return tasks.BackoffFloor(n) }
 
 // gapSlack absorbs the difference between the clocks that stamp a retry's
 // schedule and the fake's arrival time; lateness is never a failure.
@@ -347,4 +347,49 @@ func TestDeadline(t *testing.T) {
 		}
 	}
 	t.Logf("deadline: %d tasks expired while GenAuth was down; calls %d; outcomes %v", n, e.fake.Calls(), outcomes(st))
+}
+
+// TestGenAuthLongOutage keeps GenAuth answering 503 for 60 s, far longer
+// than the first retries take but well inside the tasks' 5-minute send-by
+// deadline: no task may end failed; every one is sent once GenAuth is
+// back, within the 30 s backoff cap, and never faster than the backoff.
+func TestGenAuthLongOutage(t *testing.T) {
+	slow(t)
+	t.Parallel()
+	const outage = 60 * time.Second
+	const n = 3
+	e := newEnv(t, config{})
+	e.startWorker()
+	e.fake.Inject(genauthtest.Fault{Kind: genauthtest.FaultHTTPStatus, StatusCode: 503, Count: -1})
+	for i := range n {
+		e.send("CHANNEL_REGISTER", phoneNumber(3100+i))
+	}
+	time.Sleep(outage) // the outage itself, not a wait for a condition
+	e.fake.ClearFaults()
+	back := time.Now()
+	st := e.waitDone(60 * time.Second)
+	e.check(st)
+	var after []time.Duration
+	for _, s := range st {
+		if s.Result.Outcome != tasks.OutcomeSent {
+			t.Errorf("task %s: outcome %q (%s) after a %s outage, want sent", s.ID, s.Result.Outcome, s.Result.Reason, outage)
+			continue
+		}
+		after = append(after, s.Result.FinishedAt.Sub(back))
+		if d := s.Result.FinishedAt.Sub(back); d > 30*time.Second+2*time.Second {
+			t.Errorf("task %s sent %s after GenAuth returned, want within the 30 s backoff cap", s.ID, d)
+		}
+	}
+	var perTask []int
+	for pair, calls := range callsByPair(e.fake.Requests()) {
+		perTask = append(perTask, len(calls))
+		for j := 1; j < len(calls); j++ {
+			if gap := calls[j].Time.Sub(calls[j-1].Time); gap < minRetryGap(j-1)-gapSlack {
+				t.Errorf("%s: calls %d and %d are %s apart, backoff allows no less than %s", maskPair(pair), j, j+1, gap, minRetryGap(j-1))
+			}
+		}
+	}
+	sort.Ints(perTask)
+	sort.Slice(after, func(i, j int) bool { return after[i] < after[j] })
+	t.Logf("GenAuth outage %s: outcomes %v; sent %v after it ended; calls per task %v", outage, outcomes(st), after, perTask)
 }
