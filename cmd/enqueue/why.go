@@ -24,6 +24,7 @@ import (
 // whySettings holds the settings of enqueue why.
 type whySettings struct {
 	RedisURL    string
+	HashKey     string
 	Phone       string
 	CountryCode string
 	Channel     string
@@ -36,6 +37,7 @@ type whySettings struct {
 
 func bindWhy(set *config.Set, s *whySettings) {
 	set.Secret(&s.RedisURL, "redis-url", "REDIS_URL", defaultRedisURL, "Redis URL, as for the worker")
+	set.Secret(&s.HashKey, "phone-hash-key", "SMSQ_PHONE_HASH_KEY", "", "the workers' phone hash key, as for the worker")
 	set.String(&s.Phone, "phone", "", "", "phone number: E.164 or national with --country-code")
 	set.String(&s.CountryCode, "country-code", "", "", "calling code for a national number (default +86)")
 	set.String(&s.Channel, "channel", "", "", "only this channel (default: all)")
@@ -79,12 +81,15 @@ func runWhy(ctx context.Context, args []string, getenv func(string) string, stdo
 	case s.Timeout <= 0:
 		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
 	}
+	hasher, err := dedupe.NewHasher([]byte(s.HashKey))
+	if err != nil {
+		return usageError{fmt.Errorf("SMSQ_PHONE_HASH_KEY: %w", err)}
+	}
 	var (
 		num      phone.Number
 		channels = genauth.Channels()
 	)
 	if s.Phone != "" {
-		var err error
 		if num, err = phone.Parse(s.Phone, s.CountryCode); err != nil {
 			return usageError{fmt.Errorf("--phone: %w", err)}
 		}
@@ -116,7 +121,7 @@ func runWhy(ctx context.Context, args []string, getenv func(string) string, stdo
 		text(w io.Writer, now time.Time)
 	}
 	if s.Phone != "" {
-		resv, err := dedupe.New(dedupe.Config{Client: rdb})
+		resv, err := dedupe.New(dedupe.Config{Client: rdb, Hasher: hasher})
 		if err != nil {
 			return err
 		}
@@ -266,7 +271,7 @@ func phoneWhy(ctx context.Context, resv *dedupe.Store, hist *history.Store, num 
 	if len(channels) == 1 {
 		n = 0
 	}
-	entries, err := hist.Recent(ctx, dedupe.PhoneHash(num.E164), n)
+	entries, err := hist.Recent(ctx, resv.PhoneHash(num.E164), n)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +304,7 @@ func (r *phoneReport) text(w io.Writer, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	if len(r.Recent) == 0 {
-		fmt.Fprintln(w, "recent tasks: none kept (history lasts SMSQ_RETENTION, 24h by default): the code was not enqueued, or went to another Redis")
+		fmt.Fprintln(w, "recent tasks: none kept (history lasts SMSQ_RETENTION, 24h by default): the code was not enqueued, went to another Redis, or the workers use another SMSQ_PHONE_HASH_KEY")
 		return
 	}
 	fmt.Fprintln(w, "recent tasks, newest first:")

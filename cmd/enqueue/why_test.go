@@ -28,6 +28,13 @@ type pipeline struct {
 
 func startPipeline(t *testing.T) *pipeline {
 	t.Helper()
+	return startPipelineWith(t, dedupe.Hasher{})
+}
+
+// startPipelineWith is startPipeline with a worker whose reservations and
+// history use hasher.
+func startPipelineWith(t *testing.T, hasher dedupe.Hasher) *pipeline {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	fake := genauthtest.NewServer(genauthtest.Options{})
@@ -36,7 +43,7 @@ func startPipeline(t *testing.T) *pipeline {
 	if err != nil {
 		t.Fatalf("genauth.New: %v", err)
 	}
-	resv, err := dedupe.New(dedupe.Config{Client: rdb})
+	resv, err := dedupe.New(dedupe.Config{Client: rdb, Hasher: hasher})
 	if err != nil {
 		t.Fatalf("dedupe.New: %v", err)
 	}

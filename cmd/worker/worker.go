@@ -44,6 +44,7 @@ type settings struct {
 	StrictPriority  bool
 	Retention       time.Duration
 	Window          time.Duration
+	PhoneHashKey    string
 	OnHeld          string
 	SendBy          time.Duration
 	Classify        string
@@ -79,6 +80,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Bool(&s.StrictPriority, "strict-priority", "SMSQ_STRICT_PRIORITY", false, "serve a lower queue only when the higher ones are empty")
 	set.Duration(&s.Retention, "retention", "SMSQ_RETENTION", history.DefaultRetention, "how long each task's history is kept for the why command")
 	set.Duration(&s.Window, "window", "SMSQ_WINDOW", dedupe.DefaultWindow, "reservation window per (phone, channel); GenAuth's own rule is one minute")
+	set.Secret(&s.PhoneHashKey, "phone-hash-key", "SMSQ_PHONE_HASH_KEY", "", fmt.Sprintf("secret of at least %d bytes that keys the phone hash in reservation and history key names (HMAC-SHA256); every worker and enqueue why on one Redis must share it; empty: unkeyed SHA-256", dedupe.MinHashKeyLen))
 	set.String(&s.OnHeld, "on-held", "SMSQ_ON_HELD", tasks.OnHeldDedupe, "default when another task holds the reservation: dedupe (complete as deduplicated) or defer (run again when it expires)")
 	set.Duration(&s.SendBy, "send-by", "SMSQ_SEND_BY", tasks.DefaultSendBy, "default send-by deadline after enqueue; later tasks end as expired")
 	set.String(&s.Classify, "classify", "SMSQ_CLASSIFY", "", "overrides of GenAuth answer classes, e.g. statusCode:402=retry,apiCode:12004=permanent")
@@ -150,6 +152,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_CLASSIFY: %w", err)
 	}
+	hasher, err := dedupe.NewHasher([]byte(s.PhoneHashKey))
+	if err != nil {
+		return fmt.Errorf("SMSQ_PHONE_HASH_KEY: %w", err)
+	}
 	globalRate, channelRates, err := rateLimits(&s)
 	if err != nil {
 		return err
@@ -206,7 +212,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// call itself, so that it outlasts GenAuth's window even when the
 	// sent mark after the call is lost.
 	grace := (s.GenAuthTimeout + s.RateMaxWait + time.Second).Truncate(time.Millisecond)
-	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window, Grace: grace})
+	store, err := dedupe.New(dedupe.Config{Client: rdb, Window: s.Window, Grace: grace, Hasher: hasher})
 	if err != nil {
 		return fmt.Errorf("SMSQ_WINDOW: %w", err)
 	}
@@ -276,7 +282,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	web.setRunning(true)
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
 		Int("concurrency", s.Concurrency).Int("fetchers", len(w.srvs)).Str("queues", config.FormatWeights(queues)).
-		Str("rate_limit", limiter.String()).
+		Str("rate_limit", limiter.String()).Str("phone_hash", phoneHashName(hasher)).
 		Msg("worker started")
 	if h != nil && h.ready != nil {
 		h.ready(w)
@@ -287,6 +293,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	w.shutdown()
 	log.Info().Msg("worker stopped")
 	return nil
+}
+
+// phoneHashName says in the start-up line which phone hash is in use (never
+// the key), so that an operator can see that every worker has one.
+func phoneHashName(h dedupe.Hasher) string {
+	if h.Keyed() {
+		return "hmac-sha256"
+	}
+	return "sha256"
 }
 
 // rateLimits reads the rate-limit settings. Every worker sharing a Redis

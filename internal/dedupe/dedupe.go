@@ -2,8 +2,6 @@ package dedupe
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -59,6 +57,9 @@ type Config struct {
 	// itself): a reservation whose sent or unknown mark is lost (Redis
 	// blip, worker killed) still outlasts the provider's window.
 	Grace time.Duration
+	// Hasher names each phone's keys; the zero value is the unkeyed
+	// SHA-256 form. Every process sharing the Redis must use the same one.
+	Hasher Hasher
 }
 
 func (c Config) withDefaults() Config {
@@ -98,6 +99,7 @@ type Store struct {
 	windowMS int64
 	firstMS  int64 // window + grace, the TTL of a new reservation
 	prefix   string
+	hasher   Hasher
 }
 
 // New returns a Store for cfg, filling in defaults. An invalid setting is
@@ -113,30 +115,41 @@ func New(cfg Config) (*Store, error) {
 		windowMS: cfg.Window.Milliseconds(),
 		firstMS:  (cfg.Window + cfg.Grace).Milliseconds(),
 		prefix:   cfg.Prefix,
+		hasher:   cfg.Hasher,
 	}, nil
 }
 
 // Window returns the reservation window in effect.
 func (s *Store) Window() time.Duration { return s.window }
 
-// PhoneHash returns the hex form of the first 16 bytes of the SHA-256 of a
-// phone number in E.164 form. Other packages use it to index by phone
-// without storing the number.
-func PhoneHash(e164 string) string {
-	sum := sha256.Sum256([]byte(e164))
-	return hex.EncodeToString(sum[:16])
-}
-
 // Key returns the Redis key of the reservation for a phone (E.164 form,
-// e.g. "+8613800138000") and channel:
+// e.g. "+8613800138000") and channel, for a store without a hash key:
 //
 //	<prefix>:resv:{<PhoneHash(e164)>}:<channel>
 //
 // It never contains the phone number. The hash tag keeps every key of one
-// phone in one Redis Cluster slot.
+// phone in one Redis Cluster slot. A store with a hash key names its keys
+// with [Store.Key].
 func Key(prefix, e164, channel string) string {
-	return prefix + ":resv:{" + PhoneHash(e164) + "}:" + channel
+	return resvKey(prefix, PhoneHash(e164), channel)
 }
+
+// resvKey lays out a reservation key from a phone hash; Key and Store.Key
+// both build theirs here.
+func resvKey(prefix, phoneHash, channel string) string {
+	return prefix + ":resv:{" + phoneHash + "}:" + channel
+}
+
+// Key returns the Redis key of the reservation for a phone and channel,
+// named with the store's Hasher.
+func (s *Store) Key(e164, channel string) string {
+	return resvKey(s.prefix, s.hasher.PhoneHash(e164), channel)
+}
+
+// PhoneHash returns the phone's hash under the store's Hasher: the hash
+// tag of its reservation keys, and the one other packages (the history)
+// must index the phone by, so that both keep one slot and one name.
+func (s *Store) PhoneHash(e164 string) string { return s.hasher.PhoneHash(e164) }
 
 // Reservation is the recorded state of one (phone, channel) pair.
 type Reservation struct {
@@ -277,7 +290,7 @@ func (s *Store) Acquire(ctx context.Context, e164, channel, owner string) (Acqui
 	if err := checkArgs(e164, channel, &owner); err != nil {
 		return 0, Reservation{}, err
 	}
-	reply, err := acquireScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}, owner, s.firstMS, s.windowMS).Slice()
+	reply, err := acquireScript.Run(ctx, s.client, []string{s.Key(e164, channel)}, owner, s.firstMS, s.windowMS).Slice()
 	if err != nil {
 		return 0, Reservation{}, fmt.Errorf("dedupe: acquire: %w", err)
 	}
@@ -344,7 +357,7 @@ func (s *Store) MarkSentIn(ctx context.Context, pipe redis.Pipeliner, e164, chan
 	if err := checkArgs(e164, channel, &owner); err != nil {
 		return func() error { return err }
 	}
-	cmd := markScript.EvalSha(ctx, pipe, []string{Key(s.prefix, e164, channel)}, owner, string(StateSent), s.windowMS)
+	cmd := markScript.EvalSha(ctx, pipe, []string{s.Key(e164, channel)}, owner, string(StateSent), s.windowMS)
 	return func() error {
 		n, err := cmd.Int64()
 		switch {
@@ -373,7 +386,7 @@ func (s *Store) mark(ctx context.Context, e164, channel, owner string, state Sta
 	if err := checkArgs(e164, channel, &owner); err != nil {
 		return err
 	}
-	n, err := markScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}, owner, string(state), s.windowMS).Int64()
+	n, err := markScript.Run(ctx, s.client, []string{s.Key(e164, channel)}, owner, string(state), s.windowMS).Int64()
 	if err != nil {
 		return fmt.Errorf("dedupe: mark %s: %w", state, err)
 	}
@@ -390,7 +403,7 @@ func (s *Store) Release(ctx context.Context, e164, channel, owner string) (bool,
 	if err := checkArgs(e164, channel, &owner); err != nil {
 		return false, err
 	}
-	n, err := releaseScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}, owner).Int64()
+	n, err := releaseScript.Run(ctx, s.client, []string{s.Key(e164, channel)}, owner).Int64()
 	if err != nil {
 		return false, fmt.Errorf("dedupe: release: %w", err)
 	}
@@ -403,7 +416,7 @@ func (s *Store) Get(ctx context.Context, e164, channel string) (r Reservation, o
 	if err := checkArgs(e164, channel, nil); err != nil {
 		return Reservation{}, false, err
 	}
-	reply, err := getScript.Run(ctx, s.client, []string{Key(s.prefix, e164, channel)}).Result()
+	reply, err := getScript.Run(ctx, s.client, []string{s.Key(e164, channel)}).Result()
 	if err != nil {
 		return Reservation{}, false, fmt.Errorf("dedupe: get: %w", err)
 	}

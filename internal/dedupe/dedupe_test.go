@@ -652,3 +652,106 @@ func TestHeldKeyWithoutTTLGetsOne(t *testing.T) {
 		t.Fatalf("key TTL %s, want the window", d)
 	}
 }
+
+// TestHasherKeyed checks that a deployment key changes every phone's hash
+// (so a masked phone from a log line no longer leads back to the number by
+// hashing the few candidates), that the same key gives the same hash in
+// every process, and that no key keeps the unkeyed form.
+func TestHasherKeyed(t *testing.T) {
+	t.Parallel()
+	key := []byte("0123456789abcdef-deployment")
+	h1, err := dedupe.NewHasher(key)
+	if err != nil {
+		t.Fatalf("NewHasher: %v", err)
+	}
+	h2, err := dedupe.NewHasher(append([]byte(nil), key...))
+	if err != nil {
+		t.Fatalf("NewHasher: %v", err)
+	}
+	other, err := dedupe.NewHasher([]byte("another key, 16+ bytes"))
+	if err != nil {
+		t.Fatalf("NewHasher: %v", err)
+	}
+	if got, want := h1.PhoneHash(phone), dedupe.PhoneHash(phone); got == want {
+		t.Fatalf("keyed PhoneHash = %q, the unkeyed SHA-256 form", got)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(h1.PhoneHash(phone)) {
+		t.Fatalf("keyed PhoneHash = %q, want 32 hex digits", h1.PhoneHash(phone))
+	}
+	if h1.PhoneHash(phone) != h2.PhoneHash(phone) {
+		t.Fatalf("two hashers with one key disagree: %q vs %q", h1.PhoneHash(phone), h2.PhoneHash(phone))
+	}
+	if h1.PhoneHash(phone) == other.PhoneHash(phone) {
+		t.Fatalf("two keys give one hash %q", h1.PhoneHash(phone))
+	}
+	if h1.PhoneHash(phone) == h1.PhoneHash("+8613800138001") {
+		t.Fatalf("two phones share hash %q", h1.PhoneHash(phone))
+	}
+	if got, want := (dedupe.Hasher{}).PhoneHash(phone), dedupe.PhoneHash(phone); got != want {
+		t.Fatalf("zero Hasher = %q, want the unkeyed %q", got, want)
+	}
+	if plain, err := dedupe.NewHasher(nil); err != nil || plain.Keyed() || plain.PhoneHash(phone) != dedupe.PhoneHash(phone) {
+		t.Fatalf("NewHasher(nil) = %v keyed %v, want the unkeyed hasher", err, plain.Keyed())
+	}
+	if !h1.Keyed() {
+		t.Fatal("Keyed() = false with a key")
+	}
+}
+
+func TestHasherShortKey(t *testing.T) {
+	t.Parallel()
+	_, err := dedupe.NewHasher([]byte("short-secret"))
+	if err == nil {
+		t.Fatal("NewHasher accepted a 12-byte key")
+	}
+	if strings.Contains(err.Error(), "short-secret") {
+		t.Fatalf("error %q shows the key", err)
+	}
+}
+
+// TestStoreHasherAcrossClients shares one key between two stores on their
+// own connections (two workers): the second sees the first's reservation
+// under the keyed name, and a store without the key does not, which is
+// what the README says happens once at the switch.
+func TestStoreHasherAcrossClients(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	key := []byte("shared deployment secret")
+	hasher, err := dedupe.NewHasher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newStore := func(h dedupe.Hasher) *dedupe.Store {
+		c := srv.Client()
+		s, err := dedupe.New(dedupe.Config{Client: c, Hasher: h})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		return s
+	}
+	h2, err := dedupe.NewHasher(append([]byte(nil), key...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, plain := newStore(hasher), newStore(h2), newStore(dedupe.Hasher{})
+	ctx := context.Background()
+	if got, _, err := a.Acquire(ctx, phone, channel, "task-1"); err != nil || got != dedupe.AcquiredNew {
+		t.Fatalf("Acquire = %v, %v", got, err)
+	}
+	if _, r, err := b.Acquire(ctx, phone, channel, "task-2"); !errors.Is(err, dedupe.ErrHeld) || r.Owner != "task-1" {
+		t.Fatalf("second store with the key: Acquire = %+v, %v; want held by task-1", r, err)
+	}
+	if a.PhoneHash(phone) != hasher.PhoneHash(phone) || a.Key(phone, channel) != "smsq:resv:{"+hasher.PhoneHash(phone)+"}:"+channel {
+		t.Fatalf("store key %q does not use its hasher", a.Key(phone, channel))
+	}
+	c := srv.Client()
+	if n, err := c.Exists(ctx, a.Key(phone, channel)).Result(); err != nil || n != 1 {
+		t.Fatalf("keyed reservation key: exists %d, %v", n, err)
+	}
+	if n, err := c.Exists(ctx, dedupe.Key(dedupe.DefaultPrefix, phone, channel)).Result(); err != nil || n != 0 {
+		t.Fatalf("unkeyed reservation key exists (%d, %v): the key did not change the name", n, err)
+	}
+	if _, ok, err := plain.Get(ctx, phone, channel); err != nil || ok {
+		t.Fatalf("store without the key sees the keyed reservation: %v, %v", ok, err)
+	}
+}

@@ -12,6 +12,6 @@
 //
 // The package never talks to the SMS provider or the task queue, never
 // stores a phone number (keys and values carry only a hash of it, see
-// [PhoneHash]) and never retries on its own: callers decide what an error
+// [Hasher]) and never retries on its own: callers decide what an error
 // means.
 package dedupe

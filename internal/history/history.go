@@ -4,7 +4,7 @@
 // code sent to this phone?".
 //
 // Phones are indexed by the hash the reservation store uses
-// (dedupe.PhoneHash); no phone number is stored here in clear. The package
+// (dedupe.Store.PhoneHash, keyed when a deployment key is set); no phone number is stored here in clear. The package
 // knows nothing of GenAuth or asynq: results are opaque JSON.
 package history
 

@@ -30,6 +30,9 @@ type Reserver interface {
 	MarkUnknown(ctx context.Context, e164, channel, owner string) error
 	Release(ctx context.Context, e164, channel, owner string) (bool, error)
 	Window() time.Duration
+	// PhoneHash names the phone in keys; the journal indexes the phone
+	// under the same name, so that both follow one hash key.
+	PhoneHash(e164 string) string
 }
 
 // Journal keeps each task's state across attempts.
@@ -268,7 +271,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.res.Phone = a.v.Phone.Masked()
 	a.res.SendBy = a.v.SendBy
 	a.res.EnqueuedAt = a.v.EnqueuedAt
-	a.phoneHash = dedupe.PhoneHash(a.v.Phone.E164)
+	a.phoneHash = h.resv.PhoneHash(a.v.Phone.E164)
 	a.log = a.log.With().Str("channel", a.res.Channel).Str("phone", a.res.Phone).Logger()
 
 	a.begun, err = h.journal.Begin(ctx, a.id, a.start)
