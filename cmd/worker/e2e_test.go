@@ -213,6 +213,36 @@ func TestEndToEndPermanentFailureIsArchivedOnce(t *testing.T) {
 	}
 }
 
+// The worker serves exactly genauth:send_sms: a longer type with the same
+// prefix, and any other type, is archived once as invalid, never sent.
+func TestEndToEndOtherTaskTypesAreArchivedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	fake := genauthtest.NewServer(genauthtest.Options{})
+	t.Cleanup(fake.Close)
+	startWorker(t, map[string]string{
+		"REDIS_URL": srv.URL(), "GENAUTH_APP_HOST": fake.URL(), "GENAUTH_APP_ID": fake.AppID(),
+		"SMSQ_POLL_INTERVAL": "50ms", "SMSQ_HTTP_ADDR": "off",
+	})
+	rdb := srv.Client()
+	raw := asynq.NewClientFromRedisClient(rdb)
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	for _, typ := range []string{tasks.TypeSendSMS + "_v2", "sms:send"} {
+		info, err := raw.Enqueue(asynq.NewTask(typ,
+			[]byte(`{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","phoneCountryCode":"+86"}`)),
+			asynq.Retention(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, r := waitFinal(t, ins, info.Queue, info.ID)
+		if got.State != asynq.TaskStateArchived || got.Retried != 0 || r.Outcome != tasks.OutcomeInvalid || !strings.Contains(r.Reason, typ) {
+			t.Errorf("type %q: state %v retried %d result %+v, want archived once as invalid naming the type", typ, got.State, got.Retried, r)
+		}
+	}
+	if fake.Calls() != 0 {
+		t.Errorf("GenAuth calls = %d, want 0", fake.Calls())
+	}
+}
+
 func TestStartupErrors(t *testing.T) {
 	t.Parallel()
 	port := redistest.FreePort(t)

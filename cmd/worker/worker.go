@@ -268,13 +268,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(qrdb, cfg))
 	}
-	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeSendSMS, handler)
 	if err := web.serve(&s, rdb, obs); err != nil {
 		return err
 	}
 	for _, srv := range w.srvs {
-		if err := srv.Start(mux); err != nil {
+		// The handler itself, not a ServeMux: a mux matches task types by
+		// prefix and retries types it has no handler for, where the
+		// handler archives every other type once with a recorded reason.
+		if err := srv.Start(handler); err != nil {
 			w.shutdown()
 			return fmt.Errorf("start asynq server: %w", err)
 		}

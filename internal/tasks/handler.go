@@ -261,6 +261,12 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	if err == nil {
 		a.v, err = p.Validate()
 	}
+	if t.Type() != TypeSendSMS {
+		// The handler takes every task (asynq's ServeMux would match
+		// genauth:send_sms_v2 by prefix, and retry a type it has no
+		// handler for): only the exact type is this contract.
+		err = fmt.Errorf("%w: task type %q is not %s", ErrInvalidPayload, phone.MaskText(clip(t.Type(), 60)), TypeSendSMS)
+	}
 	if err != nil {
 		// Masked: a producer that swapped the fields put the number here.
 		a.res.Channel = clip(phone.Mask(p.Channel), 40)

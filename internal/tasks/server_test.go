@@ -59,9 +59,9 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	cfg := ServerConfig(2, 20*time.Millisecond, &logging.Asynq{Log: zerolog.Nop()})
 	cfg.DelayedTaskCheckInterval, cfg.LogLevel = 100*time.Millisecond, asynq.FatalLevel
 	srv := asynq.NewServer(opt, cfg)
-	mux := asynq.NewServeMux()
-	mux.Handle(TypeSendSMS, h)
-	if err := srv.Start(mux); err != nil {
+	// As cmd/worker does: the handler takes every task, so that a task of
+	// another type gets a recorded outcome instead of a mux's retries.
+	if err := srv.Start(h); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
@@ -248,6 +248,39 @@ func TestWorkerInvalidPayloadIsArchived(t *testing.T) {
 	got, res := w.waitState(t, info, asynq.TaskStateArchived)
 	if res.Outcome != OutcomeInvalid || !strings.Contains(got.LastErr, "phoneNumber") {
 		t.Fatalf("result = %+v, last error %q; want invalid naming phoneNumber", res, got.LastErr)
+	}
+	if n := len(sender.calls()); n != 0 {
+		t.Fatalf("GenAuth calls = %d, want 0", n)
+	}
+}
+
+// Only genauth:send_sms is the contract: a type that merely starts with it
+// (asynq's ServeMux matches by prefix) or any other type is archived on its
+// first attempt with a reason naming the type, and nothing is sent.
+func TestWorkerOtherTaskTypesAreArchived(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{}
+	w := startWorker(t, sender)
+	payload := []byte(`{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","phoneCountryCode":"+86"}`)
+	for _, typ := range []string{TypeSendSMS + "_v2", TypeSendSMS + ":13800138000", "email:send", "genauth"} {
+		info, err := w.client.Enqueue(asynq.NewTask(typ, payload, asynq.Retention(time.Hour)))
+		if err != nil {
+			t.Fatalf("Enqueue: %v", err)
+		}
+		got, res := w.waitState(t, info, asynq.TaskStateArchived)
+		if got.Retried != 0 || res.Outcome != OutcomeInvalid || !res.Final || !strings.Contains(res.Reason, "task type") || !strings.Contains(res.Reason, TypeSendSMS) {
+			t.Errorf("type %q: retried %d, result %+v; want invalid on the first attempt naming the type", typ, got.Retried, res)
+		}
+		if strings.Contains(res.Reason, "13800138000") || strings.Contains(got.LastErr, "13800138000") {
+			t.Errorf("type %q: a full phone number in %q / %q", typ, res.Reason, got.LastErr)
+		}
+		hist, err := history.New(history.Config{Client: w.rc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok, err := hist.Task(context.Background(), info.ID); err != nil || !ok || e.Outcome != OutcomeInvalid || !e.Final {
+			t.Errorf("type %q: journal entry %+v, %v, %v; want a final invalid one", typ, e, ok, err)
+		}
 	}
 	if n := len(sender.calls()); n != 0 {
 		t.Fatalf("GenAuth calls = %d, want 0", n)
