@@ -4,7 +4,8 @@
 //	enqueue --channel CHANNEL_LOGIN --phone +8613800138000
 //
 // prints the task ID. Invalid input exits with status 2 and a message
-// naming what is wrong; nothing is queued.
+// naming what is wrong; nothing is queued. An idempotency key already in
+// use exits 3, an unreachable Redis 1.
 //
 //	enqueue batch [flags] [FILE|-]
 //
@@ -29,6 +30,8 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq"
 )
 
 func main() {
@@ -52,20 +55,32 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// exitCode prints err and maps it to the exit status: 2 for bad input,
-// 1 for any other failure.
+// Exit statuses, documented in the README: a script retrying an enqueue
+// must tell "try again" (exitFailure) from "already queued"
+// (exitDuplicate) and from "never will be" (exitUsage).
+const (
+	exitOK        = 0
+	exitFailure   = 1 // Redis unreachable, or another failure: nothing known to be queued; safe to retry with the same key
+	exitUsage     = 2 // bad flags or input: nothing queued; retrying the same input fails again
+	exitDuplicate = 3 // the idempotency key is already in use: nothing new queued
+)
+
+// exitCode prints err and maps it to the exit status.
 func exitCode(err error, stderr io.Writer) int {
 	var ue usageError
 	switch {
 	case err == nil:
-		return 0
+		return exitOK
 	case errors.Is(err, flag.ErrHelp):
-		return 0
+		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "enqueue:", err)
-		return 2
+		return exitUsage
+	case errors.Is(err, smsq.ErrDuplicate):
+		fmt.Fprintln(stderr, "enqueue:", err)
+		return exitDuplicate
 	default:
 		fmt.Fprintln(stderr, "enqueue:", err)
-		return 1
+		return exitFailure
 	}
 }
