@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,7 +190,7 @@ func TestWhy(t *testing.T) {
 		}
 		for _, want := range []string{
 			"task why-3", "phone +86 138****8000", "failed (final)",
-			"asynq: queue default, state archived, retried 0 of 5", "last error: ",
+			"asynq: queue default, state archived, retried 0 of " + strconv.Itoa(tasks.DefaultMaxRetry), "last error: ",
 		} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("output lacks %q:\n%s", want, r.stdout)
