@@ -41,6 +41,8 @@ func TestQuickRun(t *testing.T) {
 		"processing.smsqPerSec", "processing.rawAsynqPerSec", "processing.ratio", "processing.fetchLoops",
 		"processing.smsqCommandsPerTask", "processing.rawAsynqCommandsPerTask",
 		"processing.smsqRoundTripsPerTask", "processing.rawAsynqRoundTripsPerTask",
+		"processing.senderPerSec", "processing.smsqOverSender",
+		"processing.senderCommandsPerTask", "processing.senderRoundTripsPerTask",
 		"worker.tasksPerSec", "worker.rssMiB", "worker.peakRssMiB",
 		"pickup.idleP50Ms", "pickup.idleP99Ms", "pickup.idleRedisCommandsPerSec",
 		"pickup.loadP50Ms", "pickup.loadP99Ms",

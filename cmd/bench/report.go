@@ -36,20 +36,28 @@ type enqueueFigures struct {
 	Goroutines int     `json:"goroutines"`
 }
 
-// processingFigures: one in-process worker, zero-latency GenAuth.
+// processingFigures: one in-process worker, zero-latency GenAuth, with
+// three handlers under the same asynq servers: raw asynq's no-op, the
+// hand-written sender and smsq's.
 type processingFigures struct {
-	FetchLoops            int     `json:"fetchLoops"`
-	Smsq                  float64 `json:"smsqPerSec"`
-	RawAsynq              float64 `json:"rawAsynqPerSec"`
-	Ratio                 float64 `json:"ratio"`
-	SmsqCommandsPerTask   float64 `json:"smsqCommandsPerTask"`
-	RawCommandsPerTask    float64 `json:"rawAsynqCommandsPerTask"`
-	SmsqRoundTripsPerTask float64 `json:"smsqRoundTripsPerTask"`
-	RawRoundTripsPerTask  float64 `json:"rawAsynqRoundTripsPerTask"`
-	SmsqRedisCores        float64 `json:"smsqRedisCores,omitempty"`
-	RawRedisCores         float64 `json:"rawAsynqRedisCores,omitempty"`
-	SmsqProcessCores      float64 `json:"smsqProcessCores"`
-	RawProcessCores       float64 `json:"rawAsynqProcessCores"`
+	FetchLoops              int     `json:"fetchLoops"`
+	Smsq                    float64 `json:"smsqPerSec"`
+	RawAsynq                float64 `json:"rawAsynqPerSec"`
+	Sender                  float64 `json:"senderPerSec"`
+	Ratio                   float64 `json:"ratio"`
+	SmsqOverSender          float64 `json:"smsqOverSender"`
+	SmsqCommandsPerTask     float64 `json:"smsqCommandsPerTask"`
+	RawCommandsPerTask      float64 `json:"rawAsynqCommandsPerTask"`
+	SenderCommandsPerTask   float64 `json:"senderCommandsPerTask"`
+	SmsqRoundTripsPerTask   float64 `json:"smsqRoundTripsPerTask"`
+	RawRoundTripsPerTask    float64 `json:"rawAsynqRoundTripsPerTask"`
+	SenderRoundTripsPerTask float64 `json:"senderRoundTripsPerTask"`
+	SmsqRedisCores          float64 `json:"smsqRedisCores,omitempty"`
+	RawRedisCores           float64 `json:"rawAsynqRedisCores,omitempty"`
+	SenderRedisCores        float64 `json:"senderRedisCores,omitempty"`
+	SmsqProcessCores        float64 `json:"smsqProcessCores"`
+	RawProcessCores         float64 `json:"rawAsynqProcessCores"`
+	SenderProcessCores      float64 `json:"senderProcessCores"`
 }
 
 // workerFigures: one worker process with a slow GenAuth.
@@ -110,11 +118,14 @@ func printTable(w io.Writer, r *report) {
 	p := r.Processing
 	row(fmt.Sprintf("processing, %d fetch loops (the worker's layout)", p.FetchLoops), "same asynq servers, only the handler differs", "")
 	row("processing, raw asynq no-op handler", fmt.Sprintf("%.0f tasks/s", p.RawAsynq), "")
+	row("processing, hand-written sender, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Sender), "")
 	row("processing, smsq handler, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Smsq), "")
 	row("  smsq / raw asynq", fmt.Sprintf("%.2f", p.Ratio), ">= 0.50")
-	row("  Redis commands per task (server)", fmt.Sprintf("smsq %.1f, raw %.1f", p.SmsqCommandsPerTask, p.RawCommandsPerTask), "")
-	row("  Redis round trips per task (client)", fmt.Sprintf("smsq %.1f, raw %.1f", p.SmsqRoundTripsPerTask, p.RawRoundTripsPerTask), "")
-	row("  CPU cores used: redis-server, bench process", fmt.Sprintf("smsq %.2f + %.2f, raw %.2f + %.2f", p.SmsqRedisCores, p.SmsqProcessCores, p.RawRedisCores, p.RawProcessCores), "")
+	row("  smsq / hand-written sender", fmt.Sprintf("%.2f", p.SmsqOverSender), ">= 0.8 (floor 0.65)")
+	row("  Redis commands per task (server)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqCommandsPerTask, p.SenderCommandsPerTask, p.RawCommandsPerTask), "")
+	row("  Redis round trips per task (client)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqRoundTripsPerTask, p.SenderRoundTripsPerTask, p.RawRoundTripsPerTask), "")
+	row("  CPU cores used: redis-server, bench process", fmt.Sprintf("smsq %.2f + %.2f, sender %.2f + %.2f, raw %.2f + %.2f",
+		p.SmsqRedisCores, p.SmsqProcessCores, p.SenderRedisCores, p.SenderProcessCores, p.RawRedisCores, p.RawProcessCores), "")
 	wk := r.Worker
 	row(fmt.Sprintf("worker process, %.0f ms GenAuth, concurrency %d, no rate limit", wk.GenAuthLatencyMS, wk.Concurrency), fmt.Sprintf("%.0f tasks/s", wk.TasksPerSec), ">= 1500")
 	row("  worker RSS after / peak", fmt.Sprintf("%.0f / %.0f MiB", wk.RSSMiB, wk.PeakRSSMiB), "")
@@ -132,6 +143,7 @@ func printTable(w io.Writer, r *report) {
 		row(fmt.Sprintf("limiter, %d workers", l.Workers), l.Note, "")
 	}
 	tw.Flush()
+
 	if len(r.PollSweep) > 0 {
 		fmt.Fprintln(w, "\nidle worker by SMSQ_POLL_INTERVAL:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
