@@ -63,7 +63,7 @@ func (s *sender) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set(genauthtest.DefaultHeaderPrefix+"app-id", s.appID)
+	hreq.Header.Set(genauthtest.PrefixGenAuth+"app-id", s.appID)
 	resp, err := s.hc.Do(hreq)
 	if err != nil {
 		return err

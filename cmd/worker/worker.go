@@ -72,7 +72,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Secret(&s.RedisURL, "redis-url", "REDIS_URL", defaultRedisURL, "Redis URL: redis://, rediss://, redis-sentinel://, redis-cluster://; user, password and db in the URL")
 	set.String(&s.AppHost, "genauth-app-host", "GENAUTH_APP_HOST", "", "GenAuth application address, e.g. https://example.genauth.ai; empty runs the sandbox (no real SMS)")
 	set.String(&s.AppID, "genauth-app-id", "GENAUTH_APP_ID", "", "GenAuth application ID (required with GENAUTH_APP_HOST)")
-	set.String(&s.HeaderPrefix, "genauth-header-prefix", "SMSQ_GENAUTH_HEADER_PREFIX", "", "header prefix x-genauth- or x-authing-; empty chooses by host")
+	set.String(&s.HeaderPrefix, "genauth-header-prefix", "SMSQ_GENAUTH_HEADER_PREFIX", "", "send the app id and language only under x-genauth- or x-authing-; empty sends them under both, as GenAuth's SDKs between them do")
 	set.String(&s.Lang, "genauth-lang", "SMSQ_GENAUTH_LANG", "", "default SMS language: zh-CN, en-US, ja-JP or zh-TW")
 	set.Duration(&s.GenAuthTimeout, "genauth-timeout", "SMSQ_GENAUTH_TIMEOUT", 10*time.Second, "timeout of one GenAuth call")
 	set.Int(&s.Concurrency, "concurrency", "SMSQ_CONCURRENCY", 100, "tasks processed at once by this worker (the work waits on the network, so well above the CPU count)")

@@ -23,9 +23,11 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// DefaultUserAgent is sent when Config.UserAgent is empty.
 	DefaultUserAgent = "smsq"
-	// PrefixGenAuth is the header prefix GenAuth-branded hosts expect.
+	// PrefixGenAuth is the header prefix of the GenAuth-branded Node and
+	// Python SDKs.
 	PrefixGenAuth = "x-genauth-"
-	// PrefixAuthing is the header prefix Authing-branded hosts expect.
+	// PrefixAuthing is the header prefix of the Go and Java SDKs and the
+	// Authing-branded Node and Python SDKs.
 	PrefixAuthing = "x-authing-"
 )
 
@@ -49,10 +51,11 @@ type Config struct {
 	// AppID identifies the application; it is sent in the <prefix>app-id
 	// header. Required.
 	AppID string
-	// HeaderPrefix is PrefixGenAuth or PrefixAuthing. Which one a host
-	// accepts is not documented, so it can be set; when empty it is chosen
-	// by host: hosts under authing.cn or authing.co get PrefixAuthing,
-	// every other host PrefixGenAuth.
+	// HeaderPrefix is PrefixGenAuth or PrefixAuthing to send the app id and
+	// language under that prefix only. Empty (the default) sends both under
+	// each: which names a host reads is not documented, GenAuth's own SDKs
+	// use both (the Go SDK x-authing-, the GenAuth Node SDK x-genauth-), and
+	// a private deployment or custom domain may read either.
 	HeaderPrefix string
 	// Lang is the default language of GenAuth's messages and SMS template,
 	// one of Langs. Empty leaves the choice to GenAuth.
@@ -71,13 +74,7 @@ type Config struct {
 
 // withDefaults returns a copy of cfg with every unset optional field filled
 // in. It is the only place defaults are decided.
-func (cfg Config) withDefaults(host string) Config {
-	if cfg.HeaderPrefix == "" {
-		cfg.HeaderPrefix = PrefixGenAuth
-		if isAuthingHost(host) {
-			cfg.HeaderPrefix = PrefixAuthing
-		}
-	}
+func (cfg Config) withDefaults() Config {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -88,18 +85,6 @@ func (cfg Config) withDefaults(host string) Config {
 		cfg.UserAgent = DefaultUserAgent
 	}
 	return cfg
-}
-
-// isAuthingHost reports whether host is, or is under, one of the domains
-// where Authing-branded SDKs (and so the x-authing- headers) are used.
-func isAuthingHost(host string) bool {
-	host = strings.ToLower(host)
-	for _, d := range []string{"authing.cn", "authing.co"} {
-		if host == d || strings.HasSuffix(host, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 // newHTTPClient returns the default HTTP client. It has its own transport so
@@ -127,24 +112,24 @@ func newHTTPClient() *http.Client {
 }
 
 // parseAppHost checks s and returns it normalised to scheme://host[:port].
-func parseAppHost(s string) (string, *url.URL, error) {
+func parseAppHost(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", nil, fmt.Errorf("genauth: AppHost %q: %v", s, err)
+		return "", fmt.Errorf("genauth: AppHost %q: %v", s, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", nil, fmt.Errorf("genauth: AppHost %q: must be an http or https URL", s)
+		return "", fmt.Errorf("genauth: AppHost %q: must be an http or https URL", s)
 	case u.Host == "" || u.Hostname() == "":
-		return "", nil, fmt.Errorf("genauth: AppHost %q: has no host", s)
+		return "", fmt.Errorf("genauth: AppHost %q: has no host", s)
 	case u.User != nil:
-		return "", nil, fmt.Errorf("genauth: AppHost %q: must not carry credentials", s)
+		return "", fmt.Errorf("genauth: AppHost %q: must not carry credentials", s)
 	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.ForceQuery, u.Fragment != "":
-		return "", nil, fmt.Errorf("genauth: AppHost %q: must be scheme and host only, without path, query or fragment", s)
+		return "", fmt.Errorf("genauth: AppHost %q: must be scheme and host only, without path, query or fragment", s)
 	}
 	u.Host = strings.ToLower(u.Host)
 	u.Path = ""
-	return u.Scheme + "://" + u.Host, u, nil
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // validHeaderValue reports whether s can be sent as an HTTP header value
@@ -165,7 +150,7 @@ type Client struct {
 	appHost   string
 	endpoint  string
 	appID     string
-	prefix    string
+	prefixes  []string
 	lang      string
 	timeout   time.Duration
 	http      *http.Client
@@ -176,18 +161,18 @@ type Client struct {
 // New validates cfg and returns a Client. Every error names the setting at
 // fault.
 func New(cfg Config) (*Client, error) {
-	appHost, u, err := parseAppHost(cfg.AppHost)
+	appHost, err := parseAppHost(cfg.AppHost)
 	if err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults(u.Hostname())
+	cfg = cfg.withDefaults()
 	switch {
 	case cfg.AppID == "":
 		return nil, errors.New("genauth: AppID: required")
 	case strings.TrimSpace(cfg.AppID) != cfg.AppID || !validHeaderValue(cfg.AppID):
 		return nil, fmt.Errorf("genauth: AppID %q: must be printable ASCII without surrounding spaces", cfg.AppID)
-	case cfg.HeaderPrefix != PrefixGenAuth && cfg.HeaderPrefix != PrefixAuthing:
-		return nil, fmt.Errorf("genauth: HeaderPrefix %q: must be %q or %q", cfg.HeaderPrefix, PrefixGenAuth, PrefixAuthing)
+	case cfg.HeaderPrefix != "" && cfg.HeaderPrefix != PrefixGenAuth && cfg.HeaderPrefix != PrefixAuthing:
+		return nil, fmt.Errorf("genauth: HeaderPrefix %q: must be %q, %q, or empty for both", cfg.HeaderPrefix, PrefixGenAuth, PrefixAuthing)
 	case cfg.Lang != "" && !ValidLang(cfg.Lang):
 		return nil, fmt.Errorf("genauth: Lang %q: must be one of %s", cfg.Lang, strings.Join(Langs, ", "))
 	case cfg.Timeout < 0:
@@ -199,7 +184,7 @@ func New(cfg Config) (*Client, error) {
 		appHost:   appHost,
 		endpoint:  appHost + sendSMSPath,
 		appID:     cfg.AppID,
-		prefix:    cfg.HeaderPrefix,
+		prefixes:  headerPrefixes(cfg.HeaderPrefix),
 		lang:      cfg.Lang,
 		timeout:   cfg.Timeout,
 		http:      cfg.HTTPClient,
@@ -212,9 +197,18 @@ func New(cfg Config) (*Client, error) {
 // scheme://host[:port].
 func (c *Client) AppHost() string { return c.appHost }
 
-// HeaderPrefix returns the header prefix the client sends, after the
-// by-host default was applied.
-func (c *Client) HeaderPrefix() string { return c.prefix }
+// headerPrefixes returns the prefixes the app id and language go under:
+// the one chosen, or both.
+func headerPrefixes(chosen string) []string {
+	if chosen != "" {
+		return []string{chosen}
+	}
+	return []string{PrefixAuthing, PrefixGenAuth}
+}
+
+// HeaderPrefixes returns the prefixes the client sends the app id and
+// language under.
+func (c *Client) HeaderPrefixes() []string { return append([]string(nil), c.prefixes...) }
 
 // SendSMSRequest is one verification code to send.
 type SendSMSRequest struct {
@@ -315,9 +309,11 @@ func (c *Client) newRequest(ctx context.Context, req SendSMSRequest) (*http.Requ
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "application/json")
 	h.Set("User-Agent", c.userAgent)
-	h.Set(c.prefix+"app-id", c.appID)
-	if lang != "" {
-		h.Set(c.prefix+"lang", lang)
+	for _, p := range c.prefixes {
+		h.Set(p+"app-id", c.appID)
+		if lang != "" {
+			h.Set(p+"lang", lang)
+		}
 	}
 	if req.ClientIP != "" {
 		h.Set("x-real-ip", req.ClientIP)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -97,39 +98,45 @@ func TestSendSMSRequestShape(t *testing.T) {
 		prefix     string
 		cfgLang    string
 		req        genauth.SendSMSRequest
-		wantPrefix string
+		wantPrefix []string
 		wantLang   string
 		wantBody   string
 	}{
 		{
 			name: "genauth host, minimal", appHost: "http://example.genauth.ai",
 			req:        genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone},
-			wantPrefix: "x-genauth-",
+			wantPrefix: []string{"x-authing-", "x-genauth-"},
 			wantBody:   `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`,
 		},
 		{
 			name: "authing.cn host, everything set", appHost: "http://Example.Authing.CN", cfgLang: "zh-CN",
 			req: genauth.SendSMSRequest{Channel: genauth.ChannelBindMFA, PhoneNumber: "5551234", PhoneCountryCode: "+1",
 				ClientIP: "203.0.113.9", Lang: "en-US", AccessToken: testToken},
-			wantPrefix: "x-authing-", wantLang: "en-US",
+			wantPrefix: []string{"x-authing-", "x-genauth-"}, wantLang: "en-US",
 			wantBody: `{"channel":"CHANNEL_BIND_MFA","phoneNumber":"5551234","phoneCountryCode":"+1"}`,
 		},
 		{
 			name: "authing.co host, config lang", appHost: "http://tenant.authing.co:8080", cfgLang: "ja-JP",
 			req:        genauth.SendSMSRequest{Channel: genauth.ChannelRegister, PhoneNumber: testPhone},
-			wantPrefix: "x-authing-", wantLang: "ja-JP",
+			wantPrefix: []string{"x-authing-", "x-genauth-"}, wantLang: "ja-JP",
 			wantBody: `{"channel":"CHANNEL_REGISTER","phoneNumber":"13800138000"}`,
 		},
 		{
-			name: "lookalike host stays genauth", appHost: "http://notauthing.cn",
+			name: "custom domain, config lang", appHost: "http://login.example.com", cfgLang: "zh-TW",
 			req:        genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone},
-			wantPrefix: "x-genauth-",
-			wantBody:   `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`,
+			wantPrefix: []string{"x-authing-", "x-genauth-"}, wantLang: "zh-TW",
+			wantBody: `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`,
 		},
 		{
-			name: "explicit prefix wins", appHost: "http://example.authing.cn", prefix: "x-genauth-",
+			name: "explicit x-genauth- prefix", appHost: "http://example.authing.cn", prefix: "x-genauth-", cfgLang: "en-US",
 			req:        genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone},
-			wantPrefix: "x-genauth-",
+			wantPrefix: []string{"x-genauth-"}, wantLang: "en-US",
+			wantBody: `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`,
+		},
+		{
+			name: "explicit x-authing- prefix", appHost: "http://example.genauth.ai", prefix: "x-authing-",
+			req:        genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone},
+			wantPrefix: []string{"x-authing-"},
 			wantBody:   `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`,
 		},
 	}
@@ -161,29 +168,55 @@ func TestSendSMSRequestShape(t *testing.T) {
 			}
 			h := cap.header
 			wantHeaders := map[string]string{
-				"Content-Type":           "application/json",
-				"User-Agent":             "smsq",
-				tt.wantPrefix + "app-id": "app-1",
-				tt.wantPrefix + "lang":   tt.wantLang,
-				"X-Real-Ip":              tt.req.ClientIP,
-				"Authorization":          tt.req.AccessToken,
+				"Content-Type":  "application/json",
+				"User-Agent":    "smsq",
+				"X-Real-Ip":     tt.req.ClientIP,
+				"Authorization": tt.req.AccessToken,
 			}
-			for k, want := range wantHeaders {
-				if got := h.Get(k); got != want {
-					t.Fatalf("header %s = %q, want %q", k, got, want)
+			for _, p := range []string{"x-authing-", "x-genauth-"} {
+				wantHeaders[p+"app-id"], wantHeaders[p+"lang"] = "", ""
+				if slices.Contains(tt.wantPrefix, p) {
+					wantHeaders[p+"app-id"], wantHeaders[p+"lang"] = "app-1", tt.wantLang
 				}
 			}
-			other := "x-authing-"
-			if tt.wantPrefix == other {
-				other = "x-genauth-"
-			}
-			if got := h.Get(other + "app-id"); got != "" {
-				t.Fatalf("header %sapp-id = %q, want none", other, got)
+			for k, want := range wantHeaders {
+				if got := h.Values(k); (want == "") != (len(got) == 0) || len(got) > 1 || (want != "" && got[0] != want) {
+					t.Fatalf("header %s = %q, want %q", k, got, want)
+				}
 			}
 			if _, ok := h["Authorization"]; ok != (tt.req.AccessToken != "") {
 				t.Fatalf("authorization header present = %v, want %v", ok, tt.req.AccessToken != "")
 			}
 		})
+	}
+}
+
+// TestDefaultHeadersEveryHost sends with the default configuration to fakes
+// that read only one prefix each (hosts that know one brand) and to one that
+// reads both: each sends, with the app id and language it was given.
+func TestDefaultHeadersEveryHost(t *testing.T) {
+	t.Parallel()
+	for _, prefix := range []string{"", genauthtest.PrefixGenAuth, genauthtest.PrefixAuthing} {
+		srv := newFake(t, genauthtest.Options{HeaderPrefix: prefix})
+		c := newClient(t, srv, genauth.Config{Lang: "en-US"})
+		if _, err := c.SendSMS(context.Background(), login(testPhone)); err != nil {
+			t.Fatalf("fake reading %q: SendSMS: %v", prefix, err)
+		}
+		if got := srv.Sent(); len(got) != 1 || got[0].Lang != "en-US" {
+			t.Fatalf("fake reading %q: sent %+v, want one send in en-US", prefix, got)
+		}
+		other := genauthtest.PrefixAuthing
+		if prefix == other {
+			other = genauthtest.PrefixGenAuth
+		}
+		if prefix == "" {
+			continue
+		}
+		only := newClient(t, srv, genauth.Config{HeaderPrefix: other})
+		var e *genauth.Error
+		if _, err := only.SendSMS(context.Background(), login("13800138001")); !errors.As(err, &e) || e.StatusCode != 404 {
+			t.Fatalf("client sending only %s to a fake reading %s: %v, want statusCode 404", other, prefix, err)
+		}
 	}
 }
 
@@ -567,8 +600,8 @@ func TestNewValidation(t *testing.T) {
 	if got, want := c.AppHost(), "https://example.genauth.ai:8443"; got != want {
 		t.Fatalf("AppHost() = %q, want %q", got, want)
 	}
-	if got, want := c.HeaderPrefix(), "x-genauth-"; got != want {
-		t.Fatalf("HeaderPrefix() = %q, want %q", got, want)
+	if got, want := c.HeaderPrefixes(), []string{"x-authing-", "x-genauth-"}; !slices.Equal(got, want) {
+		t.Fatalf("HeaderPrefixes() = %q, want %q", got, want)
 	}
 }
 

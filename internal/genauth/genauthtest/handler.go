@@ -89,9 +89,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		Time:   s.opts.Now(),
 		Method: r.Method,
 		Path:   r.URL.Path,
-		AppID:  r.Header.Get(s.opts.HeaderPrefix + "app-id"),
-		Lang:   r.Header.Get(s.opts.HeaderPrefix + "lang"),
+		AppID:  s.header(r, "app-id"),
+		Lang:   s.header(r, "lang"),
 		RealIP: r.Header.Get("X-Real-Ip"),
+		Header: r.Header.Clone(),
 	}
 	_, rec.HasAuthorization = r.Header["Authorization"]
 	var fields struct{ Channel, PhoneNumber, PhoneCountryCode string }
@@ -183,11 +184,20 @@ func (s *Server) process(r *http.Request, body []byte, rec *Request) answer {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return bad("Content-Type must be application/json")
 	}
-	if rec.AppID == "" || rec.AppID != s.opts.AppID {
+	// Every app-id header read must name this app, and every lang header
+	// read be a language: under both prefixes, neither may say otherwise.
+	for _, id := range s.headerValues(r, "app-id") {
+		if id != s.opts.AppID {
+			return answer{http.StatusOK, 404, 0, messages[404]}
+		}
+	}
+	if rec.AppID == "" {
 		return answer{http.StatusOK, 404, 0, messages[404]}
 	}
-	if _, ok := r.Header[http.CanonicalHeaderKey(s.opts.HeaderPrefix+"lang")]; ok && !langs[rec.Lang] {
-		return bad("unsupported lang")
+	for _, l := range s.headerValues(r, "lang") {
+		if !langs[l] {
+			return bad("unsupported lang")
+		}
 	}
 	var req struct {
 		Channel          *string `json:"channel"`
@@ -229,6 +239,38 @@ func (s *Server) process(r *http.Request, body []byte, rec *Request) answer {
 	s.lastSent[key] = now
 	rec.Sent = true
 	return answer{http.StatusOK, 200, 0, messages[200]}
+}
+
+// prefixes returns the header prefixes the fake reads, in order.
+func (s *Server) prefixes() []string {
+	if s.opts.HeaderPrefix != "" {
+		return []string{s.opts.HeaderPrefix}
+	}
+	return []string{PrefixGenAuth, PrefixAuthing}
+}
+
+// header returns the first non-empty value of name under the prefixes the
+// fake reads.
+func (s *Server) header(r *http.Request, name string) string {
+	if v := s.headerValues(r, name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// headerValues returns the non-empty values of name under the prefixes the
+// fake reads. An empty header counts as absent, as an SDK with no language
+// configured may send one.
+func (s *Server) headerValues(r *http.Request, name string) []string {
+	var out []string
+	for _, p := range s.prefixes() {
+		for _, v := range r.Header.Values(p + name) {
+			if v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }
 
 // fail answers with the malformed body or drops the connection.

@@ -31,8 +31,10 @@ const Path = "/api/v3/send-sms"
 type Options struct {
 	// AppID is the only app id accepted; default "sandbox-app".
 	AppID string
-	// HeaderPrefix is the prefix of the app-id and lang headers the fake
-	// reads; default "x-genauth-".
+	// HeaderPrefix, when set to PrefixGenAuth or PrefixAuthing, makes the
+	// fake read the app-id and lang headers under that prefix only, as a
+	// host that knows one brand would. Empty reads both, as GenAuth's
+	// official SDKs between them send both (see Request.AppID).
 	HeaderPrefix string
 	// Window is the one-send-per-minute rule's window; default 60s.
 	Window time.Duration
@@ -45,17 +47,21 @@ type Options struct {
 
 // Defaults applied by NewServer and Listen.
 const (
-	DefaultAppID        = "sandbox-app"
-	DefaultHeaderPrefix = "x-genauth-"
-	DefaultWindow       = 60 * time.Second
+	DefaultAppID  = "sandbox-app"
+	DefaultWindow = 60 * time.Second
+)
+
+// The two header prefixes of GenAuth's official SDKs: the Go and Java SDKs
+// and the Authing-branded Node and Python ones send x-authing-, the
+// GenAuth-branded Node and Python ones x-genauth-.
+const (
+	PrefixGenAuth = "x-genauth-"
+	PrefixAuthing = "x-authing-"
 )
 
 func (o Options) withDefaults() Options {
 	if o.AppID == "" {
 		o.AppID = DefaultAppID
-	}
-	if o.HeaderPrefix == "" {
-		o.HeaderPrefix = DefaultHeaderPrefix
 	}
 	if o.Window == 0 {
 		o.Window = DefaultWindow
@@ -75,8 +81,12 @@ type Request struct {
 	// Channel, PhoneNumber and PhoneCountryCode are the body fields as
 	// sent (empty when the body did not parse).
 	Channel, PhoneNumber, PhoneCountryCode string
-	// AppID and Lang are the <prefix>app-id and <prefix>lang headers.
+	// AppID and Lang are the app-id and lang headers under the prefixes
+	// the fake reads (the first non-empty one, x-genauth- before
+	// x-authing-).
 	AppID, Lang string
+	// Header is every header of the request as received.
+	Header http.Header
 	// RealIP is the x-real-ip header.
 	RealIP string
 	// HasAuthorization reports whether an authorization header came.

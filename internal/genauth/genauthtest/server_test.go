@@ -115,7 +115,10 @@ func TestValidation(t *testing.T) {
 		{"form content type", call{body: ok, ctype: "application/x-www-form-urlencoded"}, 200, 400},
 		{"missing app id", call{body: ok, noAppID: true}, 200, 404},
 		{"wrong app id", call{body: ok, header: map[string]string{"x-genauth-app-id": "other"}}, 200, 404},
-		{"other prefix only", call{body: ok, noAppID: true, header: map[string]string{"x-authing-app-id": DefaultAppID}}, 200, 404},
+		{"x-authing- prefix", call{body: ok, noAppID: true, header: map[string]string{"x-authing-app-id": DefaultAppID}}, 200, 200},
+		{"both prefixes", call{body: ok, header: map[string]string{"x-authing-app-id": DefaultAppID, "x-authing-lang": "en-US", "x-genauth-lang": "en-US"}}, 200, 200},
+		{"prefixes disagree", call{body: ok, header: map[string]string{"x-authing-app-id": "other"}}, 200, 404},
+		{"bad x-authing- lang", call{body: ok, header: map[string]string{"x-authing-lang": "fr-FR"}}, 200, 400},
 		{"bad lang", call{body: ok, header: map[string]string{"x-genauth-lang": "fr-FR"}}, 200, 400},
 		{"not json", call{body: "channel=CHANNEL_LOGIN"}, 200, 400},
 		{"unknown field", call{body: `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","code":"1"}`}, 200, 400},
@@ -148,6 +151,66 @@ func TestValidation(t *testing.T) {
 			reqs := s.Requests()
 			if len(reqs) != 1 || reqs[0].Answer != tt.wantStatus || reqs[0].Sent != (tt.wantStatus == 200) {
 				t.Fatalf("Requests() = %+v, want one answered %d", reqs, tt.wantStatus)
+			}
+		})
+	}
+}
+
+// officialHeaderSets are the headers GenAuth's official SDKs put on a
+// send-sms call, read from their public source: a fake that refused one
+// would make smsq's tests pass against a GenAuth no SDK talks to.
+var officialHeaderSets = []struct {
+	name   string
+	prefix string // the prefix of its app-id header
+	header map[string]string
+}{
+	{"Go SDK v3.0.19 (fasthttp)", "x-authing-", map[string]string{
+		"Content-Type":          "application/json;charset=UTF-8",
+		"User-Agent":            "fasthttp",
+		"x-authing-sdk-version": "authing-golang-sdk:3.0.0",
+		"x-authing-app-id":      DefaultAppID,
+	}},
+	{"GenAuth Node SDK (axios)", "x-genauth-", map[string]string{
+		"Content-Type":           "application/json",
+		"Accept":                 "application/json, text/plain, */*",
+		"User-Agent":             "axios/1.6.8",
+		"x-genauth-app-id":       DefaultAppID,
+		"x-genauth-request-from": "sdk",
+	}},
+	{"GenAuth Python SDK (requests)", "x-genauth-", map[string]string{
+		"Content-Type":           "application/json",
+		"User-Agent":             "python-requests/2.31.0",
+		"x-genauth-sdk-version":  "python:1.0.0",
+		"x-genauth-request-from": "sdk",
+		"x-genauth-app-id":       DefaultAppID,
+		"x-genauth-lang":         "zh-CN",
+	}},
+}
+
+// TestOfficialSDKHeaders replays each official SDK's header set against
+// the fake: each is a send. A fake set to one prefix (a host that reads
+// only that one) still refuses the other.
+func TestOfficialSDKHeaders(t *testing.T) {
+	t.Parallel()
+	ok := body("CHANNEL_LOGIN", "13800138000", "+86")
+	for _, hs := range officialHeaderSets {
+		t.Run(hs.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestServer(t, Options{})
+			r := do(t, s, call{body: ok, noAppID: true, ctype: hs.header["Content-Type"], header: hs.header})
+			if r.HTTPStatus != 200 || r.StatusCode != 200 {
+				t.Fatalf("answer HTTP %d statusCode %d (%s), want a send", r.HTTPStatus, r.StatusCode, r.Message)
+			}
+			if got := s.Sent(); len(got) != 1 || got[0].AppID != DefaultAppID {
+				t.Fatalf("Sent() = %+v, want one send for app %s", got, DefaultAppID)
+			}
+			other := PrefixAuthing
+			if hs.prefix == PrefixAuthing {
+				other = PrefixGenAuth
+			}
+			strict := newTestServer(t, Options{HeaderPrefix: other})
+			if r := do(t, strict, call{body: ok, noAppID: true, ctype: hs.header["Content-Type"], header: hs.header}); r.StatusCode != 404 {
+				t.Fatalf("on a fake reading only %sapp-id: statusCode %d, want 404", other, r.StatusCode)
 			}
 		})
 	}
