@@ -83,3 +83,57 @@ func TestUsernamePasswordAndDB(t *testing.T) {
 		t.Fatalf("Ping with a wrong password: %v", err)
 	}
 }
+
+// TestSecretsNeverShown checks Redact and Open's errors against every URL
+// form with a password in each place, raw and encoded.
+func TestSecretsNeverShown(t *testing.T) {
+	t.Parallel()
+	for _, u := range redistest.SecretURLs("127.0.0.1:1") {
+		if got := Redact(u); strings.Contains(got, redistest.URLSecret) {
+			t.Errorf("Redact(%q) = %q", u, got)
+		}
+		c, err := Open(u, Options{})
+		if err != nil {
+			if strings.Contains(err.Error(), redistest.URLSecret) {
+				t.Errorf("Open(%q) error shows the password: %v", u, err)
+			}
+			continue
+		}
+		_ = c.Close()
+	}
+}
+
+func TestRedactKeepsWhatHelps(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		"redis://127.0.0.1:6379/0":                                               "redis://127.0.0.1:6379/0",
+		"redis://user:pw@h:1/2?dial_timeout=3s":                                  "redis://user:xxxxx@h:1/2?dial_timeout=3s",
+		"redis-sentinel://:pw@s1:1,s2:2/1?master=mymaster&sentinel_password=pw2": "redis-sentinel://:xxxxx@s1:1,s2:2/1?master=mymaster&sentinel_password=xxxxx",
+		"redis-cluster://n1:1,n2:2?password=pw":                                  "redis-cluster://n1:1,n2:2?password=xxxxx",
+		"rediss://pw@h:1":                                                        "rediss://xxxxx@h:1",
+		"redis://:pa#ss@h:1":                                                     "redis://(not shown: does not parse)",
+		"redis-sentinel://h?master=m&sentinel_password=a#b":                      "redis-sentinel://(not shown: does not parse)",
+	}
+	for in, want := range tests {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestOpenRefusesMisparsedURLs checks that a password holding an unencoded
+// reserved character is refused with a hint, not half-used.
+func TestOpenRefusesMisparsedURLs(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"redis://:pa#ss@h:1/0",
+		"redis://u:12/ss@h:1/0",
+		"redis-sentinel://h:1?master=m&sentinel_password=a#b",
+		"redis-sentinel://h:1?master=m&sentinel_password=a@b",
+	} {
+		_, err := Open(u, Options{})
+		if err == nil || !strings.Contains(err.Error(), "percent-encode") {
+			t.Errorf("Open(%q) = %v, want an error saying to percent-encode", u, err)
+		}
+	}
+}
