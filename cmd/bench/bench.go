@@ -292,6 +292,7 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 	if r.Limiter, err = b.limiterPhase(ctx); err != nil {
 		return nil, err
 	}
+	judge(r)
 	return r, nil
 }
 

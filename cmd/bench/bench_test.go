@@ -46,6 +46,7 @@ func TestQuickRun(t *testing.T) {
 		"worker.tasksPerSec", "worker.rssMiB", "worker.peakRssMiB",
 		"pickup.idleP50Ms", "pickup.idleP99Ms", "pickup.idleRedisCommandsPerSec",
 		"pickup.loadP50Ms", "pickup.loadP99Ms",
+		"pickup.idleFetchLoops", "pickup.idleRedisCommandsPerSecPerFetchLoop",
 		"limiter.workers",
 	} {
 		if _, ok := lookup(got, path); !ok {
@@ -66,7 +67,31 @@ func TestQuickRun(t *testing.T) {
 	if s, ok := sweep.([]any); !ok || len(s) != 1 {
 		t.Errorf("pollSweep = %v, want one point", sweep)
 	}
+	checkTargets(t, got)
 	checkPositive(t, "", got)
+}
+
+// checkTargets checks that every target names a figure of the report,
+// with its value, and says whether it is met.
+func checkTargets(t *testing.T, got map[string]any) {
+	t.Helper()
+	targets, _ := lookup(got, "targets")
+	list, _ := targets.([]any)
+	if len(list) < 8 {
+		t.Fatalf("targets = %v, want one per figure with a target", targets)
+	}
+	for _, g := range list {
+		figure, _ := lookup(g, "figure")
+		value, _ := lookup(g, "value")
+		met, ok := lookup(g, "met")
+		if _, isBool := met.(bool); !ok || !isBool {
+			t.Errorf("target %v: no met/not met", g)
+		}
+		name, _ := figure.(string)
+		if v, ok := lookup(got, name); !ok || v != value {
+			t.Errorf("target %v: figure %q is %v in the report", g, name, v)
+		}
+	}
 }
 
 // lookup follows a dotted path through decoded JSON objects.

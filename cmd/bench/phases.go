@@ -419,6 +419,9 @@ func (b *bench) workerPhase(ctx context.Context) (workerFigures, pickupFigures, 
 	if pf.IdleCommandsPerSec, err = b.idleCost(ctx); err != nil {
 		return wf, pf, err
 	}
+	// The worker runs its default number of fetch loops.
+	pf.IdleFetchLoops = tasks.FetchLoops(b.p.Concurrency)
+	pf.IdleCommandsPerLoop = pf.IdleCommandsPerSec / float64(pf.IdleFetchLoops)
 	idle, err := b.idleLatency(ctx, lim.poll)
 	if err != nil {
 		return wf, pf, fmt.Errorf("idle latency: %w", err)

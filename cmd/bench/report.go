@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -19,6 +20,8 @@ type report struct {
 	Pickup     pickupFigures     `json:"pickup"`
 	Limiter    limiterFigures    `json:"limiter"`
 	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
+	// Targets holds every figure that has a target, beside it.
+	Targets []goal `json:"targets"`
 }
 
 type machine struct {
@@ -78,6 +81,8 @@ type pickupFigures struct {
 	IdleP50MS            float64 `json:"idleP50Ms"`
 	IdleP99MS            float64 `json:"idleP99Ms"`
 	IdleCommandsPerSec   float64 `json:"idleRedisCommandsPerSec"`
+	IdleFetchLoops       int     `json:"idleFetchLoops"`
+	IdleCommandsPerLoop  float64 `json:"idleRedisCommandsPerSecPerFetchLoop"`
 	LoadRate             float64 `json:"loadRatePerSec"`
 	LoadGenAuthLatencyMS float64 `json:"loadGenauthLatencyMs"`
 	LoadSamples          int     `json:"loadSamples"`
@@ -95,6 +100,74 @@ type limiterFigures struct {
 	MeanPerSecond float64 `json:"meanCallsPerSec,omitempty"`
 	MaxOfLimitPct float64 `json:"maxOfLimitPct,omitempty"`
 	Bound         float64 `json:"boundPerSec,omitempty"`
+}
+
+// goal is a figure beside its target.
+type goal struct {
+	// Figure is the figure's path in the JSON report.
+	Figure string  `json:"figure"`
+	Value  float64 `json:"value"`
+	Target string  `json:"target"`
+	Met    bool    `json:"met"`
+	// FloorMet says, for a target with a floor below it, whether the
+	// figure reaches the floor.
+	FloorMet *bool `json:"floorMet,omitempty"`
+}
+
+// atLeast and atMost make a goal; unit (with its leading space) follows
+// the wanted value in the target's text.
+func atLeast(figure string, v, want float64, unit string) goal {
+	return goal{Figure: figure, Value: v, Target: ">= " + trimFloat(want) + unit, Met: v >= want}
+}
+
+func atMost(figure string, v, want float64, unit string) goal {
+	return goal{Figure: figure, Value: v, Target: "<= " + trimFloat(want) + unit, Met: v <= want}
+}
+
+// withFloor adds a floor below an at-least target.
+func (g goal) withFloor(floor float64) goal {
+	ok := g.Value >= floor
+	g.FloorMet = &ok
+	g.Target += " (floor " + trimFloat(floor) + ")"
+	return g
+}
+
+func trimFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// judge sets r.Targets from the figures.
+func judge(r *report) {
+	p, pk := r.Processing, r.Pickup
+	r.Targets = []goal{
+		atLeast("processing.ratio", p.Ratio, 0.5, ""),
+		atLeast("processing.smsqOverSender", p.SmsqOverSender, 0.8, "").withFloor(0.65),
+		atMost("processing.smsqCommandsPerTask", p.SmsqCommandsPerTask, 24, " commands"),
+		atMost("processing.smsqRoundTripsPerTask", p.SmsqRoundTripsPerTask, 4, " round trips"),
+		atLeast("worker.tasksPerSec", r.Worker.TasksPerSec, 1500, " tasks/s"),
+		atMost("pickup.idleP99Ms", pk.IdleP99MS, 100, " ms"),
+		atMost("pickup.idleRedisCommandsPerSecPerFetchLoop", pk.IdleCommandsPerLoop, 100, " commands/s"),
+	}
+	if l := r.Limiter; l.Available {
+		r.Targets = append(r.Targets, atMost("limiter.maxCallsInAnySecond", l.MaxPerSecond, l.Bound, " calls"))
+	}
+}
+
+// target is the table's TARGET cell of a figure: its target and whether
+// it is met.
+func (r *report) target(figure string) string {
+	for _, g := range r.Targets {
+		if g.Figure != figure {
+			continue
+		}
+		s := g.Target + ": met"
+		if !g.Met {
+			s = g.Target + ": NOT MET"
+			if g.FloorMet != nil && *g.FloorMet {
+				s += " (floor met)"
+			}
+		}
+		return s
+	}
+	return ""
 }
 
 // pollPoint: an idle worker at one SMSQ_POLL_INTERVAL.
@@ -120,25 +193,25 @@ func printTable(w io.Writer, r *report) {
 	row("processing, raw asynq no-op handler", fmt.Sprintf("%.0f tasks/s", p.RawAsynq), "")
 	row("processing, hand-written sender, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Sender), "")
 	row("processing, smsq handler, 0 ms GenAuth", fmt.Sprintf("%.0f tasks/s", p.Smsq), "")
-	row("  smsq / raw asynq", fmt.Sprintf("%.2f", p.Ratio), ">= 0.50")
-	row("  smsq / hand-written sender", fmt.Sprintf("%.2f", p.SmsqOverSender), ">= 0.8 (floor 0.65)")
-	row("  Redis commands per task (server)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqCommandsPerTask, p.SenderCommandsPerTask, p.RawCommandsPerTask), "")
-	row("  Redis round trips per task (client)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqRoundTripsPerTask, p.SenderRoundTripsPerTask, p.RawRoundTripsPerTask), "")
+	row("  smsq / raw asynq", fmt.Sprintf("%.2f", p.Ratio), r.target("processing.ratio"))
+	row("  smsq / hand-written sender", fmt.Sprintf("%.2f", p.SmsqOverSender), r.target("processing.smsqOverSender"))
+	row("  Redis commands per task (server)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqCommandsPerTask, p.SenderCommandsPerTask, p.RawCommandsPerTask), "smsq "+r.target("processing.smsqCommandsPerTask"))
+	row("  Redis round trips per task (client)", fmt.Sprintf("smsq %.1f, sender %.1f, raw %.1f", p.SmsqRoundTripsPerTask, p.SenderRoundTripsPerTask, p.RawRoundTripsPerTask), "smsq "+r.target("processing.smsqRoundTripsPerTask"))
 	row("  CPU cores used: redis-server, bench process", fmt.Sprintf("smsq %.2f + %.2f, sender %.2f + %.2f, raw %.2f + %.2f",
 		p.SmsqRedisCores, p.SmsqProcessCores, p.SenderRedisCores, p.SenderProcessCores, p.RawRedisCores, p.RawProcessCores), "")
 	wk := r.Worker
-	row(fmt.Sprintf("worker process, %.0f ms GenAuth, concurrency %d, no rate limit", wk.GenAuthLatencyMS, wk.Concurrency), fmt.Sprintf("%.0f tasks/s", wk.TasksPerSec), ">= 1500")
+	row(fmt.Sprintf("worker process, %.0f ms GenAuth, concurrency %d, no rate limit", wk.GenAuthLatencyMS, wk.Concurrency), fmt.Sprintf("%.0f tasks/s", wk.TasksPerSec), r.target("worker.tasksPerSec"))
 	row("  worker RSS after / peak", fmt.Sprintf("%.0f / %.0f MiB", wk.RSSMiB, wk.PeakRSSMiB), "")
 	row("  CPU cores used: redis-server, worker", fmt.Sprintf("%.2f + %.2f", wk.RedisCores, wk.WorkerCores), "")
 	pk := r.Pickup
-	row(fmt.Sprintf("pickup latency, idle (poll %s, %d tasks)", pk.PollInterval, pk.IdleSamples), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.IdleP50MS, pk.IdleP99MS), "p99 <= 250 ms")
+	row(fmt.Sprintf("pickup latency, idle (poll %s, %d tasks)", pk.PollInterval, pk.IdleSamples), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.IdleP50MS, pk.IdleP99MS), "p99 "+r.target("pickup.idleP99Ms"))
 	row(fmt.Sprintf("pickup latency, %.0f tasks/s, %.0f ms GenAuth", pk.LoadRate, pk.LoadGenAuthLatencyMS), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.LoadP50MS, pk.LoadP99MS), "")
-	row("idle worker Redis load", fmt.Sprintf("%.0f commands/s", pk.IdleCommandsPerSec), "")
+	row(fmt.Sprintf("idle worker Redis load, %d fetch loops", pk.IdleFetchLoops), fmt.Sprintf("%.0f commands/s, %.0f per fetch loop", pk.IdleCommandsPerSec, pk.IdleCommandsPerLoop), "per loop "+r.target("pickup.idleRedisCommandsPerSecPerFetchLoop"))
 	l := r.Limiter
 	if l.Available {
-		row(fmt.Sprintf("limiter, %d workers, SMSQ_RATE_LIMIT=%.0f", l.Workers, l.Limit),
+		row(fmt.Sprintf("limiter, %d workers, SMSQ_RATE_LIMIT=%.0f (bound: rate + burst)", l.Workers, l.Limit),
 			fmt.Sprintf("max %.0f calls in any 1 s (%.0f%% of limit), mean %.1f/s", l.MaxPerSecond, l.MaxOfLimitPct, l.MeanPerSecond),
-			fmt.Sprintf("<= %.0f (rate + burst)", l.Bound))
+			r.target("limiter.maxCallsInAnySecond"))
 	} else {
 		row(fmt.Sprintf("limiter, %d workers", l.Workers), l.Note, "")
 	}
@@ -153,6 +226,14 @@ func printTable(w io.Writer, r *report) {
 		}
 		tw.Flush()
 	}
+
+	met := 0
+	for _, g := range r.Targets {
+		if g.Met {
+			met++
+		}
+	}
+	fmt.Fprintf(w, "\ntargets met: %d of %d\n", met, len(r.Targets))
 }
 
 // flagDefault reads a flag's default from Go flag usage text.
