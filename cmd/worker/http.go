@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"github.com/smsq/smsq/internal/config"
 	"github.com/smsq/smsq/internal/metrics"
@@ -23,9 +24,14 @@ import (
 // listens on a free loopback port instead.
 const defaultHTTPAddr = "127.0.0.1:8080"
 
+// defaultHTTPMaxConns is SMSQ_HTTP_MAX_CONNS's default: probes, a scraper
+// and a few browsers need a few dozen connections at most.
+const defaultHTTPMaxConns = 128
+
 // bindHTTPSettings declares the settings of the HTTP listener and the UI.
 func bindHTTPSettings(set *config.Set, s *settings) {
 	set.String(&s.HTTPAddr, "http-addr", "SMSQ_HTTP_ADDR", defaultHTTPAddr, "HTTP listener for /metrics, /healthz, /readyz and the web UI; off disables it. Keep it on a private network: only the UI needs credentials")
+	set.Int(&s.HTTPMaxConns, "http-max-conns", "SMSQ_HTTP_MAX_CONNS", defaultHTTPMaxConns, "most connections the HTTP listener holds at once (lowered to fit RLIMIT_NOFILE beside the send path's sockets); more wait in the kernel's queue")
 	set.String(&s.UI, "ui", "SMSQ_UI", "on", "web UI (asynqmon) under /monitoring: on or off")
 	set.Bool(&s.UIWritable, "ui-writable", "SMSQ_UI_WRITABLE", false, "let the web UI delete, run, archive and cancel tasks and pause queues (read-only by default)")
 	set.String(&s.UIUser, "ui-user", "SMSQ_UI_USER", "", "web UI basic-auth user (required, with the password, when SMSQ_HTTP_ADDR is not loopback)")
@@ -52,6 +58,9 @@ func listenHTTP(set *config.Set, s *settings, log zerolog.Logger) (*httpSurface,
 	if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("SMSQ_HTTP_ADDR %q: want host:port or off: %w", s.HTTPAddr, err)
 	}
+	if s.HTTPMaxConns < 1 {
+		return nil, fmt.Errorf("SMSQ_HTTP_MAX_CONNS %d: must be at least 1", s.HTTPMaxConns)
+	}
 	switch s.UI {
 	case "on", "off":
 	default:
@@ -75,10 +84,23 @@ func listenHTTP(set *config.Set, s *settings, log zerolog.Logger) (*httpSurface,
 }
 
 // serve starts answering requests. The probes and /metrics need rdb and m;
-// the UI opens its own connections from the Redis URL.
-func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.Metrics) error {
+// the UI opens its own connections from the Redis URL. The listener holds
+// at most SMSQ_HTTP_MAX_CONNS connections, fewer when fileLimit (0:
+// unknown) leaves less beside the sendPath files set aside for the send
+// path (see sendPathFiles); connections beyond it wait in the kernel's
+// accept queue and hold no file of this process.
+func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.Metrics, fileLimit uint64, sendPath int) error {
 	if h == nil {
 		return nil
+	}
+	conns, short := httpConnCap(s.HTTPMaxConns, fileLimit, sendPath)
+	switch {
+	case short:
+		h.log.Warn().Uint64("open_files_limit", fileLimit).Int("send_path_files", sendPath).Int("http_max_conns", conns).
+			Msg("RLIMIT_NOFILE is too low for SMSQ_CONCURRENCY: raise it (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=) or lower SMSQ_CONCURRENCY")
+	case conns < s.HTTPMaxConns:
+		h.log.Warn().Uint64("open_files_limit", fileLimit).Int("send_path_files", sendPath).Int("http_max_conns", conns).
+			Msg("SMSQ_HTTP_MAX_CONNS lowered to leave the send path its files under RLIMIT_NOFILE")
 	}
 	cfg := ops.Config{
 		Metrics: m.Handler(),
@@ -96,10 +118,11 @@ func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.M
 	if err != nil {
 		return err
 	}
-	h.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	h.srv = ops.NewServer(handler)
 	h.served = make(chan error, 1)
-	go func() { h.served <- h.srv.Serve(h.ln) }()
-	ev := h.log.Info().Str("http_addr", h.Addr()).Bool("ui", h.ui != nil)
+	ln := netutil.LimitListener(h.ln, conns)
+	go func() { h.served <- h.srv.Serve(ln) }()
+	ev := h.log.Info().Str("http_addr", h.Addr()).Int("http_max_conns", conns).Bool("ui", h.ui != nil)
 	if h.ui != nil {
 		ev.Str("ui_url", "http://"+h.Addr()+ops.DefaultUIPath+"/").Bool("ui_writable", s.UIWritable).Bool("ui_auth", s.UIUser != "")
 	}
@@ -165,7 +188,7 @@ type redisURLOpt string
 
 // MakeRedisClient implements asynq.RedisConnOpt.
 func (u redisURLOpt) MakeRedisClient() any {
-	c, err := redisconn.Open(string(u), redisconn.Options{PoolSize: 4})
+	c, err := redisconn.Open(string(u), redisconn.Options{PoolSize: uiRedisPool})
 	if err != nil {
 		return nil
 	}

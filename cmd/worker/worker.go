@@ -54,6 +54,7 @@ type settings struct {
 	LogLevel        string
 	LogFormat       string
 	HTTPAddr        string
+	HTTPMaxConns    int
 	UI              string
 	UIWritable      bool
 	UIUser          string
@@ -160,6 +161,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	fileLimit, err := raiseFileLimit()
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read RLIMIT_NOFILE; the HTTP listener gets SMSQ_HTTP_MAX_CONNS as set")
+	}
 	web, err := listenHTTP(set, &s, log)
 	if err != nil {
 		return err
@@ -167,15 +172,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer web.Close()
 
 	// Redis: the configured one, or the embedded one on a fresh machine.
+	embeddedRedis := false
 	if !set.IsSet("redis-url") && !embedded.Listening(ctx, embeddedRedisAdr) {
 		er, err := embedded.StartRedis(embeddedRedisAdr)
 		if err != nil {
 			return err
 		}
 		defer er.Close()
+		embeddedRedis = true
 		log.Warn().Str("addr", er.Addr()).Msg("EMBEDDED REDIS: no REDIS_URL and nothing on 127.0.0.1:6379; tasks live in this process only")
 	}
-	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 20})
+	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: mainPoolSize(s.Concurrency)})
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
@@ -252,7 +259,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("SMSQ_FETCHERS %d: must be between 1 and SMSQ_CONCURRENCY (%d), or 0 for one per %d of concurrency", s.Fetchers, s.Concurrency, tasks.FetchLoopShare)
 	}
 	// Handlers use it too (result writes, completion), hence its size.
-	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 8*fetchers})
+	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: queuePoolSize(s.Concurrency, fetchers)})
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
@@ -268,7 +275,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(qrdb, cfg))
 	}
-	if err := web.serve(&s, rdb, obs); err != nil {
+	sendPath := sendPathFiles(s.Concurrency, fetchers, embeddedRedis, w.sandbox != nil)
+	if err := web.serve(&s, rdb, obs, fileLimit, sendPath); err != nil {
 		return err
 	}
 	for _, srv := range w.srvs {
@@ -284,6 +292,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
 		Int("concurrency", s.Concurrency).Int("fetchers", len(w.srvs)).Str("queues", config.FormatWeights(queues)).
 		Str("rate_limit", limiter.String()).Str("phone_hash", phoneHashName(hasher)).
+		Uint64("open_files_limit", fileLimit).
 		Msg("worker started")
 	if h != nil && h.ready != nil {
 		h.ready(w)

@@ -3,8 +3,10 @@ package ops
 import (
 	"errors"
 	"net"
+	"net/http"
 	"net/netip"
 	"syscall"
+	"time"
 )
 
 // FallbackAddr is where Listen goes when the default address is taken.
@@ -21,6 +23,36 @@ func Listen(addr string, fallback bool) (ln net.Listener, fellBack bool, err err
 	}
 	ln, err = net.Listen("tcp", FallbackAddr)
 	return ln, err == nil, err
+}
+
+// Timeouts of the server NewServer builds. Its clients are probes, a
+// scraper and a few operators: none needs a connection idle for long or a
+// request that takes minutes, and a client that opens connections and
+// leaves them must not keep them.
+const (
+	// ReadHeaderTimeout bounds the wait for a request's headers, from the
+	// connection's start or its first byte after an idle spell.
+	ReadHeaderTimeout = 10 * time.Second
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout = 30 * time.Second
+	// WriteTimeout bounds a request's handling and answer: a /metrics
+	// scrape or a UI page over a large queue takes seconds, not minutes.
+	WriteTimeout = time.Minute
+	// IdleTimeout closes a keep-alive connection left idle this long.
+	IdleTimeout = 30 * time.Second
+)
+
+// NewServer returns the server for handler, with the timeouts above.
+// Timeouts end slow and idle connections; they do not bound how many are
+// open at once, which is what netutil.LimitListener on the listener does.
+func NewServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+	}
 }
 
 // IsLoopback reports whether addr (host:port) listens only on the
