@@ -14,12 +14,14 @@ import (
 // TestExitStatuses sees the exit status a shell sees.
 const asMainEnv = "SMSQ_ENQUEUE_TEST_AS_MAIN"
 
+// TestMain also reports the tests skipped for want of redis-server in a
+// line that go test shows without -v.
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(redistest.Main(m))
 }
 
 // runProcess runs the command as a process with REDIS_URL set to url and

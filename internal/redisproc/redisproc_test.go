@@ -1,34 +1,28 @@
-package redisproc
+package redisproc_test
 
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/smsq/smsq/internal/redisproc"
+	"github.com/smsq/smsq/internal/redistest"
 )
 
-func binary(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server not installed")
-		}
-		t.Skip("redis-server not installed: apt-get install redis-server to run this test")
-	}
-	return bin
-}
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+
+func binary(t *testing.T) string { return redistest.Binary(t) }
 
 func TestStartAnswersAndKillStops(t *testing.T) {
 	t.Parallel()
-	port, err := FreePort()
+	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Start(Config{Bin: binary(t), Port: port, Dir: t.TempDir()})
+	p, err := redisproc.Start(redisproc.Config{Bin: binary(t), Port: port, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +40,12 @@ func TestStartAnswersAndKillStops(t *testing.T) {
 
 func TestStartReportsAServerThatExits(t *testing.T) {
 	t.Parallel()
-	port, _ := FreePort()
-	_, err := Start(Config{Bin: binary(t), Port: port, Dir: t.TempDir(), Args: []string{"--no-such-option", "x"}})
+	port, _ := redisproc.FreePort()
+	_, err := redisproc.Start(redisproc.Config{Bin: binary(t), Port: port, Dir: t.TempDir(), Args: []string{"--no-such-option", "x"}})
 	if err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Fatalf("Start with a bad option: %v, want an error saying the server exited", err)
 	}
-	if _, err := Start(Config{}); err == nil {
+	if _, err := redisproc.Start(redisproc.Config{}); err == nil {
 		t.Fatal("Start with no binary, port or dir succeeded")
 	}
 }

@@ -7,12 +7,13 @@
 //
 // When redis-server is not installed the test is skipped with a message
 // saying how to run it, except under CI (CI=true), where it fails: a CI run
-// must never pass by skipping the tests that matter.
+// must never pass by skipping the tests that matter. A package whose
+// TestMain is Main reports its skips in one line that go test shows even
+// without -v (see SkipMissing and Main).
 package redistest
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -54,11 +55,7 @@ func Binary(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		msg := "redis-server not found on PATH: install Redis (e.g. apt-get install redis-server) to run this test"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		SkipMissing(t, "redis-server", "apt-get install redis-server")
 	}
 	return bin
 }

@@ -21,9 +21,10 @@ import (
 	"github.com/smsq/smsq/internal/workertest"
 )
 
-// TestMain removes the worker binary built by the first scenario.
+// TestMain reports the tests skipped for want of redis-server and removes
+// the worker binary built by the first scenario.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := redistest.Main(m)
 	workertest.Cleanup()
 	os.Exit(code)
 }

@@ -13,13 +13,15 @@ import (
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/redistest"
 	"github.com/smsq/smsq/internal/workertest"
 )
 
-// TestMain removes the worker binary built by the first test.
+// TestMain reports the tests skipped for want of redis-server and removes
+// the worker binary built by the first test.
 func TestMain(m *testing.M) {
 	workertest.SilenceRedis()
-	code := m.Run()
+	code := redistest.Main(m)
 	workertest.Cleanup()
 	os.Exit(code)
 }
