@@ -3,6 +3,7 @@ package genauth
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -226,4 +227,17 @@ func classifyHTTPStatus(status int) Class {
 		// request is refused before reaching GenAuth.
 		return ClassPermanent
 	}
+}
+
+// dialFailed reports whether a transport error is a failure to open the
+// connection: a refused or unreachable address, a failed look-up, or this
+// process or machine out of files, buffers or ports (EMFILE, ENFILE,
+// ENOBUFS, EADDRNOTAVAIL). None of the request left then, even when the
+// transport reported a write before: it moves a POST to a new connection
+// only when nothing of it was written on the old one (HTTP/2: when the
+// server refused the stream unprocessed). Such a local failure is a retry,
+// never a possible send and never a permanent failure.
+func dialFailed(err error) bool {
+	op, ok := errors.AsType[*net.OpError](err)
+	return ok && op.Op == "dial"
 }

@@ -353,7 +353,8 @@ func (c *Client) SendSMS(ctx context.Context, req SendSMSRequest) (*Response, er
 		// has returned, and once bytes are on the wire the server may have
 		// the whole request, even when the write is reported as failed
 		// (over HTTP/2 the end of the stream can be a frame of its own).
-		return nil, &Error{Err: err, RequestWritten: wrote.Load()}
+		// A dial error as the last word overrides it (see dialFailed).
+		return nil, &Error{Err: err, RequestWritten: wrote.Load() && !dialFailed(err)}
 	}
 	defer resp.Body.Close()
 	out, err := checkResponse(resp, c.now)
