@@ -40,6 +40,7 @@ type params struct {
 	RateLimit         int           `json:"rateLimit"`
 	LimiterWorkers    int           `json:"limiterWorkers"`
 	LimiterDuration   time.Duration `json:"-"`
+	MemoryTasks       int           `json:"memoryTasks"`
 	PollSweep         string        `json:"pollSweep,omitempty"`
 	Quick             bool          `json:"quick"`
 	JSON              bool          `json:"-"`
@@ -63,6 +64,7 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 	fs.IntVar(&p.RateLimit, "rate-limit", 100, "SMSQ_RATE_LIMIT (calls per second, all workers together) of the limiter phase")
 	fs.IntVar(&p.LimiterWorkers, "limiter-workers", 3, "worker processes of the limiter phase")
 	fs.DurationVar(&p.LimiterDuration, "limiter-duration", 5*time.Second, "how long the limiter phase runs at full backlog")
+	fs.IntVar(&p.MemoryTasks, "memory-tasks", 20000, "tasks sent and retained for the Redis memory per task")
 	fs.StringVar(&p.PollSweep, "poll-sweep", "", "comma-separated poll intervals (e.g. 1s,250ms,100ms,50ms) to measure idle pickup latency and Redis cost at")
 	fs.BoolVar(&p.Quick, "quick", false, "small sizes for a smoke run")
 	fs.BoolVar(&p.JSON, "json", false, "print JSON instead of a table")
@@ -90,6 +92,7 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 		quick("load-duration", func() { p.LoadDuration = time.Second })
 		quick("limiter-duration", func() { p.LimiterDuration = 2 * time.Second })
 		quick("rate-limit", func() { p.RateLimit = 50 })
+		quick("memory-tasks", func() { p.MemoryTasks = 200 })
 	}
 	switch {
 	case p.Tasks < 10:
@@ -114,6 +117,8 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 		return p, fmt.Errorf("-limiter-workers %d: must be at least 1", p.LimiterWorkers)
 	case p.LimiterDuration < time.Second:
 		return p, fmt.Errorf("-limiter-duration %s: must be at least 1s", p.LimiterDuration)
+	case p.MemoryTasks < 10:
+		return p, fmt.Errorf("-memory-tasks %d: must be at least 10", p.MemoryTasks)
 	}
 	if p.Fetchers == 0 {
 		p.Fetchers = tasks.FetchLoops(p.Concurrency)
@@ -292,6 +297,11 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 	if r.Limiter, err = b.limiterPhase(ctx); err != nil {
 		return nil, err
 	}
+	b.progress("Redis memory per retained task, %d tasks", b.p.MemoryTasks)
+	if r.Memory, err = b.memoryPhase(ctx); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	r.Capacity = capacity(r)
 	judge(r)
 	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestQuickRun(t *testing.T) {
 		"-quick", "-json", "-redis-url", srv.URL(),
 		"-tasks", "100", "-concurrency", "20", "-fetchers", "2", "-idle-samples", "3",
 		"-idle-window", "200ms", "-load-duration", "500ms", "-limiter-duration", "1s",
-		"-poll-sweep", "100ms",
+		"-poll-sweep", "100ms", "-memory-tasks", "100",
 	}
 	if err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
@@ -48,6 +49,8 @@ func TestQuickRun(t *testing.T) {
 		"pickup.loadP50Ms", "pickup.loadP99Ms",
 		"pickup.idleFetchLoops", "pickup.idleRedisCommandsPerSecPerFetchLoop",
 		"limiter.workers",
+		"memory.tasks", "memory.pendingBytesPerTask", "memory.retainedBytesPerTask",
+		"memory.keysPerTask", "memory.enqueueCommandsPerTask",
 	} {
 		if _, ok := lookup(got, path); !ok {
 			t.Errorf("%s missing from the JSON", path)
@@ -67,9 +70,55 @@ func TestQuickRun(t *testing.T) {
 	if s, ok := sweep.([]any); !ok || len(s) != 1 {
 		t.Errorf("pollSweep = %v, want one point", sweep)
 	}
+	checkMemory(t, got)
 	checkTargets(t, got)
 	checkPositive(t, "", got)
 }
+
+// checkMemory checks the memory phase's figures against each other: every
+// retained task keeps at least its asynq task, the breakdown by kind adds
+// up to the keys counted, and the capacity table follows from the
+// per-task figures.
+func checkMemory(t *testing.T, got map[string]any) {
+	t.Helper()
+	perTask, _ := lookup(got, "memory.keysPerTask")
+	if v, _ := perTask.(float64); v < 1 {
+		t.Errorf("memory.keysPerTask = %v, want at least 1 (the asynq task)", perTask)
+	}
+	kinds, _ := lookup(got, "memory.keys")
+	tasks, _ := lookup(got, "memory.tasks")
+	var keys float64
+	list, _ := kinds.([]any)
+	for _, k := range list {
+		v, _ := lookup(k, "keys")
+		f, _ := v.(float64)
+		keys += f
+	}
+	// The breakdown also holds the per-queue keys an empty database has.
+	if v, _ := perTask.(float64); len(list) == 0 || keys < math.Round(v*tasks.(float64)) {
+		t.Errorf("memory.keys = %v: %v keys by kind, want at least memory.keysPerTask %v x %v tasks", kinds, keys, perTask, tasks)
+	}
+	bytes, _ := lookup(got, "memory.retainedBytesPerTask")
+	cmds, _ := lookup(got, "processing.smsqCommandsPerTask")
+	enq, _ := lookup(got, "memory.enqueueCommandsPerTask")
+	capacity, _ := lookup(got, "capacity")
+	rows, _ := capacity.([]any)
+	if len(rows) != 3 {
+		t.Fatalf("capacity = %v, want rows for 100, 1000 and 10000 sends/s", capacity)
+	}
+	for i, rate := range []float64{100, 1000, 10000} {
+		gotRate, _ := lookup(rows[i], "sendsPerSec")
+		mem, _ := lookup(rows[i], "redisMemoryGB")
+		cps, _ := lookup(rows[i], "redisCommandsPerSec")
+		wantMem := rate * 86400 * bytes.(float64) / 1e9
+		wantCPS := rate * (cmds.(float64) + enq.(float64))
+		if gotRate != rate || !near(mem.(float64), wantMem) || !near(cps.(float64), wantCPS) {
+			t.Errorf("capacity[%d] = %v, want %v sends/s, %v GB, %v commands/s", i, rows[i], rate, wantMem, wantCPS)
+		}
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
 
 // checkTargets checks that every target names a figure of the report,
 // with its value, and says whether it is met.
@@ -77,7 +126,7 @@ func checkTargets(t *testing.T, got map[string]any) {
 	t.Helper()
 	targets, _ := lookup(got, "targets")
 	list, _ := targets.([]any)
-	if len(list) < 8 {
+	if len(list) < 9 {
 		t.Fatalf("targets = %v, want one per figure with a target", targets)
 	}
 	for _, g := range list {

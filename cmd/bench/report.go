@@ -19,6 +19,8 @@ type report struct {
 	Worker     workerFigures     `json:"worker"`
 	Pickup     pickupFigures     `json:"pickup"`
 	Limiter    limiterFigures    `json:"limiter"`
+	Memory     memoryFigures     `json:"memory"`
+	Capacity   []capacityRow     `json:"capacity"`
 	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
 	// Targets holds every figure that has a target, beside it.
 	Targets []goal `json:"targets"`
@@ -102,6 +104,40 @@ type limiterFigures struct {
 	Bound         float64 `json:"boundPerSec,omitempty"`
 }
 
+// memoryFigures: Redis memory a sent task keeps, measured with INFO memory
+// (used_memory without client buffers) against an empty database, once
+// the tasks' reservations expired.
+type memoryFigures struct {
+	Tasks                  int     `json:"tasks"`
+	Window                 string  `json:"reservationWindow"`
+	Retention              string  `json:"retention"`
+	PendingBytesPerTask    float64 `json:"pendingBytesPerTask"`
+	RetainedBytesPerTask   float64 `json:"retainedBytesPerTask"`
+	KeysPerTask            float64 `json:"keysPerTask"`
+	ReservationsLeft       int     `json:"reservationsLeft,omitempty"`
+	EnqueueCommandsPerTask float64 `json:"enqueueCommandsPerTask"`
+	// Keys breaks the retained keys down by kind, largest first.
+	Keys []keyKind `json:"keys"`
+}
+
+// keyKind: the retained keys of one kind (a key name with its per-task
+// part elided) and their MEMORY USAGE, per sent task.
+type keyKind struct {
+	Kind         string  `json:"kind"`
+	Keys         int64   `json:"keys"`
+	KeysPerTask  float64 `json:"keysPerTask"`
+	BytesPerTask float64 `json:"bytesPerTask"`
+}
+
+// capacityRow: what a steady send rate costs Redis with the default
+// retention, derived from the measured per-task figures.
+type capacityRow struct {
+	SendsPerSec         float64 `json:"sendsPerSec"`
+	RetainedTasks       float64 `json:"retainedTasks"`
+	RedisMemoryGB       float64 `json:"redisMemoryGB"`
+	RedisCommandsPerSec float64 `json:"redisCommandsPerSec"`
+}
+
 // goal is a figure beside its target.
 type goal struct {
 	// Figure is the figure's path in the JSON report.
@@ -145,6 +181,7 @@ func judge(r *report) {
 		atLeast("worker.tasksPerSec", r.Worker.TasksPerSec, 1500, " tasks/s"),
 		atMost("pickup.idleP99Ms", pk.IdleP99MS, 100, " ms"),
 		atMost("pickup.idleRedisCommandsPerSecPerFetchLoop", pk.IdleCommandsPerLoop, 100, " commands/s"),
+		atMost("memory.retainedBytesPerTask", r.Memory.RetainedBytesPerTask, 1200, " bytes"),
 	}
 	if l := r.Limiter; l.Available {
 		r.Targets = append(r.Targets, atMost("limiter.maxCallsInAnySecond", l.MaxPerSecond, l.Bound, " calls"))
@@ -214,6 +251,29 @@ func printTable(w io.Writer, r *report) {
 			r.target("limiter.maxCallsInAnySecond"))
 	} else {
 		row(fmt.Sprintf("limiter, %d workers", l.Workers), l.Note, "")
+	}
+	m := r.Memory
+	row(fmt.Sprintf("Redis memory per sent task, %s retention (%d tasks)", m.Retention, m.Tasks), fmt.Sprintf("%.0f bytes retained, %.0f while pending", m.RetainedBytesPerTask, m.PendingBytesPerTask), r.target("memory.retainedBytesPerTask"))
+	row("  Redis keys per retained task", fmt.Sprintf("%.2f", m.KeysPerTask), "")
+	row("  Redis commands per enqueue", fmt.Sprintf("%.1f", m.EnqueueCommandsPerTask), "")
+	tw.Flush()
+
+	fmt.Fprintf(w, "\nRedis memory: used_memory less client buffers, empty database against %d sent tasks once their\n", m.Tasks)
+	fmt.Fprintf(w, "reservations expired (worker with SMSQ_WINDOW=%s, stopped; %d reservations left, measured and left out).\n", m.Window, m.ReservationsLeft)
+	fmt.Fprintln(w, "Retained keys by kind (MEMORY USAGE, per sent task):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "kind\tkeys/task\tbytes/task\t")
+	for _, k := range m.Keys {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.0f\t\n", k.Kind, k.KeysPerTask, k.BytesPerTask)
+	}
+	tw.Flush()
+
+	fmt.Fprintf(w, "\ncapacity with the default %s retention, from the figures above (commands: %.1f per enqueue + %.1f per\n", m.Retention, m.EnqueueCommandsPerTask, p.SmsqCommandsPerTask)
+	fmt.Fprintln(w, "processed task; idle fetch loops add their own; asynq's janitor deletes expired tasks in batches):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "sends/s\tretained tasks\tRedis memory\tRedis commands/s\t")
+	for _, c := range r.Capacity {
+		fmt.Fprintf(tw, "%.0f\t%.0f\t%.1f GB\t%.0f\t\n", c.SendsPerSec, c.RetainedTasks, c.RedisMemoryGB, c.RedisCommandsPerSec)
 	}
 	tw.Flush()
 
