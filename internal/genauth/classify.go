@@ -135,60 +135,83 @@ func ParseOverrides(s string) (Classifier, error) {
 // answers GenAuth or a gateway gave, never to transport failures or to
 // success, whose meaning does not depend on GenAuth's codes.
 func (c Classifier) Classify(resp *Response, err error) Class {
+	class, _ := c.ClassifyRule(resp, err)
+	return class
+}
+
+// ClassifyRule is Classify that also names the rule that decided, so that
+// a result can say why an answer meant what it did: "default " or
+// "override " (a ParseOverrides entry), then the rule in the overrides'
+// own kind:code=class form where it has one ("default statusCode:422=
+// duplicate", "override apiCode:40001=duplicate"; "httpStatus:" for a
+// gateway's answer without a body statusCode, which a statusCode override
+// also matches), or the kind of failure without an answer ("default
+// transport:written=unknown").
+func (c Classifier) ClassifyRule(resp *Response, err error) (Class, string) {
 	if err == nil {
 		if resp == nil {
 			// Not a SendSMS result; refuse to claim anything was sent.
-			return ClassUnknown
+			return ClassUnknown, "default no-answer=unknown"
 		}
 		if resp.StatusCode == http.StatusOK {
-			return ClassSent
+			return ClassSent, "default statusCode:200=sent"
 		}
 		return c.classifyCodes(resp.HTTPStatus, resp.StatusCode, resp.APICode)
 	}
 	e, ok := errors.AsType[*Error](err)
 	if !ok {
 		if errors.Is(err, ErrInvalidRequest) {
-			return ClassPermanent
+			return ClassPermanent, "default invalid-request=permanent"
 		}
 		// Failed before any call was made, e.g. the context was canceled
 		// while waiting for a connection.
-		return ClassRetry
+		return ClassRetry, "default no-call=retry"
 	}
 	if e.Err != nil {
 		if e.RequestWritten {
-			return ClassUnknown
+			return ClassUnknown, "default transport:written=unknown"
 		}
-		return ClassRetry
+		return ClassRetry, "default transport:not-written=retry"
 	}
 	return c.classifyCodes(e.HTTPStatus, e.StatusCode, e.APICode)
 }
 
+// rule names a code rule for ClassifyRule.
+func rule(source, kind string, code int, class Class) string {
+	return source + " " + kind + ":" + strconv.Itoa(code) + "=" + class.String()
+}
+
 // classifyCodes classifies an answer by its codes: the body's apiCode and
 // statusCode when it had them, else the HTTP status.
-func (c Classifier) classifyCodes(httpStatus, statusCode, apiCode int) Class {
+func (c Classifier) classifyCodes(httpStatus, statusCode, apiCode int) (Class, string) {
 	if apiCode != 0 {
 		if class, ok := c.APICodes[apiCode]; ok {
-			return class
+			return class, rule("override", "apiCode", apiCode, class)
 		}
 	}
 	if statusCode == 0 {
 		if class, ok := c.StatusCodes[httpStatus]; ok {
-			return class
+			return class, rule("override", "statusCode", httpStatus, class)
 		}
-		return classifyHTTPStatus(httpStatus)
+		class := classifyHTTPStatus(httpStatus)
+		return class, rule("default", "httpStatus", httpStatus, class)
 	}
 	if class, ok := c.StatusCodes[statusCode]; ok {
-		return class
+		return class, rule("override", "statusCode", statusCode, class)
 	}
-	return classifyStatusCode(statusCode)
+	class := classifyStatusCode(statusCode)
+	return class, rule("default", "statusCode", statusCode, class)
 }
 
 // classifyStatusCode is the default meaning of a body statusCode.
 func classifyStatusCode(code int) Class {
 	switch {
 	case code == 422:
-		// GenAuth's answer to a second send within the minute; the first
-		// code is still valid.
+		// Assumed to be GenAuth's answer to a second send within the
+		// minute (the first code is still valid): GenAuth documents 422
+		// only as a generic business-rule refusal and publishes no apiCode
+		// for the rule. A tenant that answers the rule otherwise (429, or
+		// 400 with an apiCode) is served by an override; see the README.
 		return ClassDuplicate
 	case code == http.StatusTooManyRequests:
 		return ClassThrottle

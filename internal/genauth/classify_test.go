@@ -81,6 +81,47 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestClassifyRule checks that the rule named is the one that decided, in
+// the overrides' own form, so that an operator can read from a result
+// which override to write.
+func TestClassifyRule(t *testing.T) {
+	t.Parallel()
+	over, err := ParseOverrides("statusCode:429=duplicate,apiCode:40001=duplicate,statusCode:504=retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		c    Classifier
+		resp *Response
+		err  error
+		want string
+	}{
+		{"success", Classifier{}, &Response{HTTPStatus: 200, StatusCode: 200}, nil, "default statusCode:200=sent"},
+		{"nil nil", Classifier{}, nil, nil, "default no-answer=unknown"},
+		{"422", Classifier{}, nil, &Error{HTTPStatus: 200, StatusCode: 422, APICode: 42201}, "default statusCode:422=duplicate"},
+		{"429", Classifier{}, nil, &Error{HTTPStatus: 200, StatusCode: 429}, "default statusCode:429=throttle"},
+		{"429 overridden", over, nil, &Error{HTTPStatus: 200, StatusCode: 429}, "override statusCode:429=duplicate"},
+		{"400 apiCode", Classifier{}, nil, &Error{HTTPStatus: 200, StatusCode: 400, APICode: 40001}, "default statusCode:400=permanent"},
+		{"400 apiCode overridden", over, nil, &Error{HTTPStatus: 200, StatusCode: 400, APICode: 40001}, "override apiCode:40001=duplicate"},
+		{"gateway 504", Classifier{}, nil, &Error{HTTPStatus: 504}, "default httpStatus:504=unknown"},
+		{"gateway 504 overridden", over, nil, &Error{HTTPStatus: 504}, "override statusCode:504=retry"},
+		{"written", Classifier{}, nil, &Error{Err: errors.New("EOF"), RequestWritten: true}, "default transport:written=unknown"},
+		{"not written", over, nil, &Error{Err: errors.New("refused")}, "default transport:not-written=retry"},
+		{"invalid", Classifier{}, nil, fmt.Errorf("%w: lang", ErrInvalidRequest), "default invalid-request=permanent"},
+		{"no call", Classifier{}, nil, context.Canceled, "default no-call=retry"},
+	}
+	for _, tt := range tests {
+		class, rule := tt.c.ClassifyRule(tt.resp, tt.err)
+		if rule != tt.want {
+			t.Errorf("%s: rule %q, want %q", tt.name, rule, tt.want)
+		}
+		if !strings.HasSuffix(rule, "="+class.String()) || class != tt.c.Classify(tt.resp, tt.err) {
+			t.Errorf("%s: rule %q does not name class %v, or Classify disagrees", tt.name, rule, class)
+		}
+	}
+}
+
 func TestClassString(t *testing.T) {
 	t.Parallel()
 	for c := ClassSent; c <= ClassUnknown; c++ {

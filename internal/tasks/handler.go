@@ -367,8 +367,8 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		a.res.HTTPStatus, a.res.StatusCode, a.res.APICode = gerr.HTTPStatus, gerr.StatusCode, gerr.APICode
 		a.res.Message, a.res.RequestID = clip(gerr.Message, 200), gerr.RequestID
 	}
-	class := h.classifier.Classify(resp, callErr)
-	a.res.Class = class.String()
+	class, rule := h.classifier.ClassifyRule(resp, callErr)
+	a.res.Class, a.res.Rule = class.String(), rule
 	if a.res.RequestID != "" {
 		a.log = a.log.With().Str("genauth_request_id", a.res.RequestID).Logger()
 	}
@@ -596,7 +596,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	ev.Str("outcome", outcome).Bool("final", final).Int("attempt", r.Attempt).
 		Dur("duration", end.Sub(a.start))
 	if r.StatusCode != 0 || r.HTTPStatus != 0 {
-		ev.Int("status_code", r.StatusCode).Int("http_status", r.HTTPStatus).Str("class", r.Class)
+		ev.Int("status_code", r.StatusCode).Int("http_status", r.HTTPStatus).Str("class", r.Class).Str("rule", r.Rule)
 	}
 	if r.APICode != 0 {
 		ev.Int("api_code", r.APICode)

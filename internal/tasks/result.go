@@ -65,6 +65,10 @@ type Result struct {
 	Message    string `json:"message,omitempty"`
 	RequestID  string `json:"requestId,omitempty"`
 	Class      string `json:"class,omitempty"`
+	// Rule names the classification rule that gave Class, such as
+	// "default statusCode:422=duplicate" or "override apiCode:40001=
+	// duplicate" (see genauth.Classifier.ClassifyRule).
+	Rule string `json:"rule,omitempty"`
 
 	// Holder is the task holding the reservation, for deduplicated and
 	// deferred outcomes ("genauth" when GenAuth's own minute rule refused).

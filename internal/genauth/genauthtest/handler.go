@@ -19,6 +19,10 @@ import (
 // one is the fake's own.
 const APICodeTooFrequent = 42201
 
+// APICodeTooFrequent400 is the apiCode of the fake's 400 answer to a second
+// send within the window under TooFrequent400; the fake's own, too.
+const APICodeTooFrequent400 = 40001
+
 var (
 	channels = map[string]bool{
 		"CHANNEL_LOGIN": true, "CHANNEL_REGISTER": true, "CHANNEL_RESET_PASSWORD": true,
@@ -234,7 +238,7 @@ func (s *Server) process(r *http.Request, body []byte, rec *Request) answer {
 	defer s.mu.Unlock()
 	now := s.opts.Now()
 	if last, ok := s.lastSent[key]; ok && now.Sub(last) < s.opts.Window {
-		return answer{http.StatusOK, 422, APICodeTooFrequent, messages[422]}
+		return s.opts.TooFrequent.answer()
 	}
 	s.lastSent[key] = now
 	rec.Sent = true
@@ -271,6 +275,18 @@ func (s *Server) headerValues(r *http.Request, name string) []string {
 		}
 	}
 	return out
+}
+
+// answer is the refusal of a second send inside the window, in the shape.
+func (t TooFrequent) answer() answer {
+	switch t {
+	case TooFrequent429:
+		return answer{http.StatusOK, 429, 0, messages[429]}
+	case TooFrequent400:
+		return answer{http.StatusOK, 400, APICodeTooFrequent400, messages[400] + ": sent too frequently, try again later"}
+	default:
+		return answer{http.StatusOK, 422, APICodeTooFrequent, messages[422]}
+	}
 }
 
 // fail answers with the malformed body or drops the connection.

@@ -38,12 +38,33 @@ type Options struct {
 	HeaderPrefix string
 	// Window is the one-send-per-minute rule's window; default 60s.
 	Window time.Duration
+	// TooFrequent is how the fake answers a second send inside the
+	// window. GenAuth does not document the answer; the default is 422.
+	TooFrequent TooFrequent
 	// Now is the clock of the window and of Request.Time; default
 	// time.Now. Latency and faults always use real time.
 	Now func() time.Time
 	// Latency is added to every call.
 	Latency time.Duration
 }
+
+// TooFrequent is a shape the one-minute rule's refusal can take.
+type TooFrequent int
+
+// The shapes of the one-minute rule's refusal, each an HTTP 200 with the
+// body statusCode named and a requestId.
+const (
+	// TooFrequent422 answers statusCode 422 with apiCode
+	// APICodeTooFrequent: GenAuth's InvalidOperationError, the shape smsq
+	// assumes by default.
+	TooFrequent422 TooFrequent = iota
+	// TooFrequent429 answers statusCode 429 without Retry-After, as a
+	// generic ThrottleError would.
+	TooFrequent429
+	// TooFrequent400 answers statusCode 400 with apiCode
+	// APICodeTooFrequent400, as an invalid-argument refusal would.
+	TooFrequent400
+)
 
 // Defaults applied by NewServer and Listen.
 const (

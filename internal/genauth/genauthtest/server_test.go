@@ -559,3 +559,33 @@ func TestConcurrentRace(t *testing.T) {
 		t.Fatalf("answers = %v, want 10×500, 1×200, 29×422", answers)
 	}
 }
+
+// TestTooFrequentShapes checks each shape of the one-minute rule's
+// refusal: the second send inside the window is refused as configured,
+// with no Retry-After, and sends nothing.
+func TestTooFrequentShapes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		shape       TooFrequent
+		wantStatus  int
+		wantAPICode int
+	}{
+		{TooFrequent422, 422, APICodeTooFrequent},
+		{TooFrequent429, 429, 0},
+		{TooFrequent400, 400, APICodeTooFrequent400},
+	}
+	ok := body("CHANNEL_LOGIN", "13800138000", "")
+	for _, tt := range tests {
+		s := newTestServer(t, Options{TooFrequent: tt.shape})
+		if r := do(t, s, call{body: ok}); r.StatusCode != 200 {
+			t.Fatalf("shape %d: first send statusCode %d, want 200", tt.shape, r.StatusCode)
+		}
+		r := do(t, s, call{body: ok})
+		if r.HTTPStatus != 200 || r.StatusCode != tt.wantStatus || r.APICode != tt.wantAPICode || r.RetryAfter != "" || !uuidRE.MatchString(r.RequestID) {
+			t.Fatalf("shape %d: second send = %+v, want statusCode %d apiCode %d without Retry-After", tt.shape, r, tt.wantStatus, tt.wantAPICode)
+		}
+		if n := len(s.Sent()); n != 1 {
+			t.Fatalf("shape %d: %d sends, want 1", tt.shape, n)
+		}
+	}
+}
