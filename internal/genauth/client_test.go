@@ -414,6 +414,37 @@ func TestSendSMSTimeoutAfterSend(t *testing.T) {
 	if n := len(srv.Sent()); n != 1 {
 		t.Fatalf("fake counts %d sends, want 1", n)
 	}
+	// A timeout is reported as what it is, never as an answer GenAuth did
+	// not give (an SDK's made-up statusCode 504 reads as "nothing sent").
+	if e.StatusCode != 0 || e.HTTPStatus != 0 {
+		t.Fatalf("timeout reported with statusCode %d, HTTP %d; want neither", e.StatusCode, e.HTTPStatus)
+	}
+}
+
+// TestSendSMSDroppedConnectionOneRequest drops the connection after GenAuth
+// sent, on a kept-alive connection of an earlier call: the case where an
+// HTTP library re-sends a request that "failed" on a reused connection,
+// which here would be a second SMS. The client makes one request per call.
+func TestSendSMSDroppedConnectionOneRequest(t *testing.T) {
+	t.Parallel()
+	srv := newFake(t, genauthtest.Options{})
+	c := newClient(t, srv, genauth.Config{})
+	ctx := context.Background()
+	if _, err := c.SendSMS(ctx, login("13800138001")); err != nil {
+		t.Fatalf("warm-up SendSMS: %v", err)
+	}
+	for _, sendFirst := range []bool{false, true} {
+		before := srv.Calls()
+		srv.Inject(genauthtest.Fault{Kind: genauthtest.FaultDrop, SendBeforeFailing: sendFirst})
+		phone := "1380013800" + map[bool]string{false: "2", true: "3"}[sendFirst]
+		_, err := c.SendSMS(ctx, login(phone))
+		if got := (genauth.Classifier{}).Classify(nil, err); got != genauth.ClassUnknown {
+			t.Fatalf("dropped connection (sent %v): Classify(%v) = %v, want unknown", sendFirst, err, got)
+		}
+		if n := srv.Calls() - before; n != 1 {
+			t.Fatalf("dropped connection (sent %v): %d requests for one call, want 1", sendFirst, n)
+		}
+	}
 }
 
 func TestSendSMSCallerDeadlineWhileHeld(t *testing.T) {
