@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/tasks"
 )
 
 func newClient(t *testing.T) (*smsq.Client, *asynq.Inspector) {
@@ -49,7 +50,7 @@ func TestSendQueuesANormalisedTask(t *testing.T) {
 	if p["channel"] != "CHANNEL_VERIFY_MFA" || p["phoneNumber"] != "13800138000" || p["phoneCountryCode"] != "+86" || p["clientIp"] != "203.0.113.7" {
 		t.Fatalf("payload %s", info.Payload)
 	}
-	if info.Type != smsq.TaskType || info.MaxRetry != 5 || info.Retention != 24*time.Hour {
+	if info.Type != smsq.TaskType || info.MaxRetry != tasks.DefaultMaxRetry || info.Retention != 24*time.Hour {
 		t.Fatalf("task info %+v", info)
 	}
 
