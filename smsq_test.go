@@ -98,6 +98,11 @@ func TestSendRejectsBadInputBeforeRedis(t *testing.T) {
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000", ClientIP: "nowhere"}, nil, "clientIp"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithIdempotencyKey("has space")}, "idempotencyKey"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithSendBy(time.Now().Add(-time.Minute))}, "sendBy"},
+		// Phone numbers in task IDs and queue names end up in Redis key
+		// names, where nothing can mask them.
+		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithIdempotencyKey("login_13800138008_1")}, "idempotencyKey: the key holds a phone number"},
+		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithQueue("13800138040")}, "queue: the name holds a phone number"},
+		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithQueue("a}b")}, "queue:"},
 	}
 	for _, tt := range tests {
 		_, err := c.Send(context.Background(), tt.req, tt.opts...)

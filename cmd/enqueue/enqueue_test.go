@@ -108,6 +108,8 @@ func TestSingleInvalidEnqueuesNothing(t *testing.T) {
 		{[]string{"--phone", "+8613800138000"}, "--channel and --phone are required"},
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--timeout", "0s"}, "--timeout 0s: must be positive"},
+		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--idempotency-key", "login_13800138008_1"}, "idempotencyKey: the key holds a phone number"},
+		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--queue", "13800138040"}, "queue: the name holds a phone number"},
 	}
 	for _, tt := range tests {
 		r := runCmd(t, srv.URL(), "", tt.args...)

@@ -352,3 +352,37 @@ func TestReasonsMaskPhoneNumbers(t *testing.T) {
 		t.Fatalf("NewCSVReader without a header: %v; want ErrHeader without the full number", err)
 	}
 }
+
+// A key or queue column holding a phone number makes the line invalid
+// before Redis is touched: it would become a Redis key name.
+func TestRunRefusesPhonesInKeysAndQueues(t *testing.T) {
+	t.Parallel()
+	in := "channel,phone,idempotency_key,queue\n" +
+		"CHANNEL_LOGIN,+8613800138000,login_13800138008_1,\n" +
+		"CHANNEL_LOGIN,+8613800138000,,13800138040\n" +
+		"CHANNEL_LOGIN,+8613800138000,opaque-1,low\n"
+	var calls int
+	enq := &fakeEnqueuer{EnqueueFunc: func(_ context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+		calls++
+		return &asynq.TaskInfo{ID: taskID(task), Queue: "low"}, nil
+	}}
+	out, got := collect()
+	if _, err := Run(context.Background(), csvReader(t, in), Config{Enqueuer: enq, Output: out, Concurrency: 1}); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []struct {
+		status  Status
+		mention string
+	}{{StatusInvalid, "idempotencyKey: the key holds a phone number"}, {StatusInvalid, "queue: the name holds a phone number"}, {StatusEnqueued, ""}}
+	if len(*got) != len(want) || calls != 1 {
+		t.Fatalf("results %+v after %d enqueues; want %d results and 1 enqueue", *got, calls, len(want))
+	}
+	for i, r := range *got {
+		if r.Status != want[i].status || !strings.Contains(r.Reason, want[i].mention) {
+			t.Errorf("line %d: %+v, want %s mentioning %q", r.Line, r, want[i].status, want[i].mention)
+		}
+		if strings.Contains(r.Reason, "13800138") {
+			t.Errorf("line %d: reason %q quotes the number", r.Line, r.Reason)
+		}
+	}
+}

@@ -149,6 +149,10 @@ func ValidateIdempotencyKey(key string) error {
 	}
 	for _, r := range key {
 		if r < 0x21 || r > 0x7e {
+			if phone.Holds(key) {
+				// Full-width or other digits: do not quote it at all.
+				return errors.New("idempotencyKey: may hold only printable ASCII without spaces, and holds a phone number")
+			}
 			return fmt.Errorf("idempotencyKey: %q may hold only printable ASCII without spaces", phone.MaskText(key))
 		}
 	}

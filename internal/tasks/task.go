@@ -1,6 +1,8 @@
 package tasks
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -51,10 +53,29 @@ func QueueFor(ch genauth.Channel) string {
 // country code), EnqueuedAt is stamped with now, and SendBy defaults to
 // now + DefaultSendBy. Extra options (asynq.Queue, asynq.ProcessIn, ...)
 // override the defaults.
+//
+// NewTask is the producers' constructor, so it also refuses what only a
+// producer can still change: an idempotency key or a queue name (given as
+// asynq.Queue) that holds a phone number or, for a queue, is not a valid
+// name (ValidateQueue). The worker accepts such tasks from raw producers.
 func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Validated, error) {
 	v, err := p.Validate()
 	if err != nil {
 		return nil, v, err
+	}
+	var errs []string
+	if err := CheckProducerKey(v.IdempotencyKey); err != nil {
+		errs = append(errs, err.Error())
+	}
+	for _, o := range opts {
+		if q, ok := o.Value().(string); ok && o.Type() == asynq.QueueOpt {
+			if err := ValidateQueue(q); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, v, fmt.Errorf("%w: %s", ErrInvalidPayload, strings.Join(errs, "; "))
 	}
 	if v.EnqueuedAt.IsZero() {
 		v.EnqueuedAt = now.UTC().Truncate(time.Millisecond)
