@@ -66,7 +66,7 @@ func TestHolds(t *testing.T) {
 func TestHoldsOpaqueIDs(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(9, 4))
-	for i := range 20000 {
+	for i := range 2000 {
 		var b [16]byte
 		for j := range b {
 			b[j] = byte(rng.Uint32())
