@@ -302,6 +302,10 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
 	r.Capacity = capacity(r)
+	b.progress("enqueue batch against raw asynq Enqueue, %d lines", b.p.Tasks)
+	if r.Batch, err = b.batchPhase(ctx); err != nil {
+		return nil, fmt.Errorf("batch: %w", err)
+	}
 	judge(r)
 	return r, nil
 }

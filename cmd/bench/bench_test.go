@@ -51,6 +51,8 @@ func TestQuickRun(t *testing.T) {
 		"limiter.workers",
 		"memory.tasks", "memory.pendingBytesPerTask", "memory.retainedBytesPerTask",
 		"memory.keysPerTask", "memory.enqueueCommandsPerTask",
+		"batch.lines", "batch.batchPerSec", "batch.rawAsynqPerSec", "batch.ratio",
+		"batch.batchPeakHeapMiB", "batch.rawAsynqPeakHeapMiB",
 	} {
 		if _, ok := lookup(got, path); !ok {
 			t.Errorf("%s missing from the JSON", path)
@@ -126,7 +128,7 @@ func checkTargets(t *testing.T, got map[string]any) {
 	t.Helper()
 	targets, _ := lookup(got, "targets")
 	list, _ := targets.([]any)
-	if len(list) < 9 {
+	if len(list) < 10 {
 		t.Fatalf("targets = %v, want one per figure with a target", targets)
 	}
 	for _, g := range list {

@@ -1,8 +1,11 @@
 // Command bench measures smsq against a real Redis and the fake GenAuth:
-// enqueue throughput, processing throughput beside a raw asynq handler,
-// throughput per worker process with a slow GenAuth, enqueue-to-call
-// latency, Redis commands per task, worker memory and rate-limiter
-// accuracy. It prints a table, or JSON with -json.
+// enqueue throughput, processing throughput beside a raw asynq handler and
+// the sender a user would write by hand, throughput per worker process
+// with a slow GenAuth, enqueue-to-call latency, Redis commands and round
+// trips per task, idle cost, worker memory, rate-limiter accuracy, Redis
+// memory per retained task with the capacity it implies, and enqueue batch
+// beside raw asynq Enqueue. It prints a table, or JSON with -json, each
+// figure that has a target beside it, met or not.
 //
 // By default it starts a private redis-server on a free port, so that
 // INFO commandstats sees nothing but the bench; -redis-url (or REDIS_URL

@@ -21,6 +21,7 @@ type report struct {
 	Limiter    limiterFigures    `json:"limiter"`
 	Memory     memoryFigures     `json:"memory"`
 	Capacity   []capacityRow     `json:"capacity"`
+	Batch      batchFigures      `json:"batch"`
 	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
 	// Targets holds every figure that has a target, beside it.
 	Targets []goal `json:"targets"`
@@ -138,6 +139,18 @@ type capacityRow struct {
 	RedisCommandsPerSec float64 `json:"redisCommandsPerSec"`
 }
 
+// batchFigures: enqueue batch against raw asynq Enqueue, same Redis, same
+// run; peak memory is the Go heap's growth during the run.
+type batchFigures struct {
+	Lines            int     `json:"lines"`
+	Concurrency      int     `json:"concurrency"`
+	BatchPerSec      float64 `json:"batchPerSec"`
+	RawPerSec        float64 `json:"rawAsynqPerSec"`
+	Ratio            float64 `json:"ratio"`
+	BatchPeakHeapMiB float64 `json:"batchPeakHeapMiB"`
+	RawPeakHeapMiB   float64 `json:"rawAsynqPeakHeapMiB"`
+}
+
 // goal is a figure beside its target.
 type goal struct {
 	// Figure is the figure's path in the JSON report.
@@ -182,6 +195,7 @@ func judge(r *report) {
 		atMost("pickup.idleP99Ms", pk.IdleP99MS, 100, " ms"),
 		atMost("pickup.idleRedisCommandsPerSecPerFetchLoop", pk.IdleCommandsPerLoop, 100, " commands/s"),
 		atMost("memory.retainedBytesPerTask", r.Memory.RetainedBytesPerTask, 1200, " bytes"),
+		atLeast("batch.ratio", r.Batch.Ratio, 0.8, ""),
 	}
 	if l := r.Limiter; l.Available {
 		r.Targets = append(r.Targets, atMost("limiter.maxCallsInAnySecond", l.MaxPerSecond, l.Bound, " calls"))
@@ -256,6 +270,10 @@ func printTable(w io.Writer, r *report) {
 	row(fmt.Sprintf("Redis memory per sent task, %s retention (%d tasks)", m.Retention, m.Tasks), fmt.Sprintf("%.0f bytes retained, %.0f while pending", m.RetainedBytesPerTask, m.PendingBytesPerTask), r.target("memory.retainedBytesPerTask"))
 	row("  Redis keys per retained task", fmt.Sprintf("%.2f", m.KeysPerTask), "")
 	row("  Redis commands per enqueue", fmt.Sprintf("%.1f", m.EnqueueCommandsPerTask), "")
+	bf := r.Batch
+	row(fmt.Sprintf("enqueue batch, --concurrency %d, %d lines", bf.Concurrency, bf.Lines), fmt.Sprintf("%.0f lines/s, peak heap +%.1f MiB", bf.BatchPerSec, bf.BatchPeakHeapMiB), "")
+	row(fmt.Sprintf("raw asynq Enqueue, %d goroutines", bf.Concurrency), fmt.Sprintf("%.0f tasks/s, peak heap +%.1f MiB", bf.RawPerSec, bf.RawPeakHeapMiB), "")
+	row("  enqueue batch / raw asynq", fmt.Sprintf("%.2f", bf.Ratio), r.target("batch.ratio"))
 	tw.Flush()
 
 	fmt.Fprintf(w, "\nRedis memory: used_memory less client buffers, empty database against %d sent tasks once their\n", m.Tasks)
