@@ -102,10 +102,12 @@ func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.M
 		h.log.Warn().Uint64("open_files_limit", fileLimit).Int("send_path_files", sendPath).Int("http_max_conns", conns).
 			Msg("SMSQ_HTTP_MAX_CONNS lowered to leave the send path its files under RLIMIT_NOFILE")
 	}
+	httpLog := h.log.With().Str("component", "http").Logger()
 	cfg := ops.Config{
 		Metrics: m.Handler(),
 		Ready:   h.ready(rdb),
 		User:    s.UIUser, Password: s.UIPassword,
+		Registry: m.Registry(), Log: &httpLog,
 	}
 	if s.UI == "on" {
 		ui, err := ops.NewUI(ops.UIConfig{Redis: redisURLOpt(s.RedisURL), Writable: s.UIWritable})

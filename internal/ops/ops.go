@@ -10,13 +10,15 @@ package ops
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 )
 
 // DefaultUIPath is where the web UI is served (asynqmon's root path).
@@ -37,7 +39,18 @@ type Config struct {
 	// User and Password guard the UI with HTTP basic auth; both empty
 	// serve it without credentials (only sensible on loopback).
 	User, Password string
+	// Registry, when set, gets smsq_ui_auth_failures_total.
+	Registry prometheus.Registerer
+	// Log receives refused logins and the reasons for not being ready,
+	// each at most once per interval. Nil discards them.
+	Log *zerolog.Logger
+	// Now is the throttles' clock; default time.Now.
+	Now func() time.Time
 }
+
+// readyLogEvery is how often a reason for not being ready is logged while
+// probes keep asking.
+const readyLogEvery = 30 * time.Second
 
 // NewHandler validates cfg and returns the handler for the listener.
 func NewHandler(cfg Config) (http.Handler, error) {
@@ -48,15 +61,42 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		return nil, errors.New("ops: user and password must be set together")
 	}
 
+	log := zerolog.Nop()
+	if cfg.Log != nil {
+		log = *cfg.Log
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "smsq_ui_auth_failures_total",
+		Help: "Web UI logins refused: refused (wrong user or password) or throttled (too many wrong ones, not checked).",
+	}, []string{"result"})
+	failures.WithLabelValues("refused")
+	failures.WithLabelValues("throttled")
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(failures); err != nil {
+			return nil, fmt.Errorf("ops: register metrics: %w", err)
+		}
+	}
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		text(w, http.StatusOK, "ok")
 	})
+	// /readyz is open to anyone: its answer says only whether the worker
+	// is ready, and the reason, which can name internal addresses, goes to
+	// the log.
+	readyLog := rate.NewLimiter(rate.Every(readyLogEvery), 1)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
 		defer cancel()
 		if err := cfg.Ready(ctx); err != nil {
-			text(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			if readyLog.AllowN(now(), 1) {
+				log.Warn().Err(err).Msg("not ready (reported to /readyz without the reason)")
+			}
+			text(w, http.StatusServiceUnavailable, "not ready")
 			return
 		}
 		text(w, http.StatusOK, "ready")
@@ -71,7 +111,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.UI != nil {
 		ui := cfg.UI
 		if cfg.User != "" {
-			ui = BasicAuth(cfg.User, cfg.Password, "smsq", ui)
+			ui = newBasicAuth(cfg.User, cfg.Password, "smsq", ui, now, failures, log)
 		}
 		mux.Handle(DefaultUIPath, ui)
 		mux.Handle(DefaultUIPath+"/", ui)
@@ -80,7 +120,23 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		text(w, http.StatusOK, index)
 	})
-	return mux, nil
+	// A page on another site may neither send the UI's writes with the
+	// operator's cached credentials (pause a queue, run a task) nor show
+	// the UI in a frame to trick a click. CrossOriginProtection refuses
+	// unsafe methods that a browser marks as cross-origin (Sec-Fetch-Site,
+	// else Origin against Host); clients that are not browsers send
+	// neither and pass.
+	return noFrames(http.NewCrossOriginProtection().Handler(mux)), nil
+}
+
+// noFrames tells browsers never to show an answer inside a frame.
+func noFrames(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		next.ServeHTTP(w, r)
+	})
 }
 
 func text(w http.ResponseWriter, code int, body string) {
@@ -88,25 +144,4 @@ func text(w http.ResponseWriter, code int, body string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, strings.TrimRight(body, "\n"))
-}
-
-// BasicAuth serves next only to requests carrying user and password. The
-// comparison takes the same time whatever the input, so that timing does
-// not reveal how much of a guess was right.
-func BasicAuth(user, password, realm string, next http.Handler) http.Handler {
-	wantUser := sha256.Sum256([]byte(user))
-	wantPass := sha256.Sum256([]byte(password))
-	challenge := fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", realm)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, p, ok := r.BasicAuth()
-		gotUser := sha256.Sum256([]byte(u))
-		gotPass := sha256.Sum256([]byte(p))
-		match := subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) & subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
-		if !ok || match != 1 {
-			w.Header().Set("WWW-Authenticate", challenge)
-			text(w, http.StatusUnauthorized, "unauthorized")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }

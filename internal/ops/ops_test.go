@@ -112,7 +112,7 @@ func TestHandler(t *testing.T) {
 	}{
 		{path: "/healthz", code: 200, body: "ok"},
 		{path: "/readyz", code: 200, body: "ready"},
-		{path: "/readyz", ready: errors.New("redis: connection refused"), code: 503, body: "not ready: redis: connection refused"},
+		{path: "/readyz", ready: errors.New("redis: connection refused"), code: 503, body: "not ready"},
 		{path: "/metrics", code: 200, body: "metrics"},
 		{path: "/monitoring", code: 401},
 		{path: "/monitoring/queues", code: 401},
