@@ -31,8 +31,9 @@ import (
 const childWorkerEnv = "SMSQ_TEST_CHILD_WORKER"
 
 // TestChildWorker is the worker process of
-// TestIdleConnectionsDoNotStopDelivery: the test binary runs itself under a
-// lowered RLIMIT_NOFILE, and this runs the worker until SIGTERM.
+// TestIdleConnectionsDoNotStopDelivery (the test binary runs itself under a
+// lowered RLIMIT_NOFILE) and of TestPhoneHashKeyAcrossProcesses: it runs
+// the worker until SIGTERM.
 func TestChildWorker(t *testing.T) {
 	if os.Getenv(childWorkerEnv) != "1" {
 		t.Skip("runs only as the child process of TestIdleConnectionsDoNotStopDelivery")

@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -17,12 +21,74 @@ import (
 	"github.com/smsq/smsq/internal/tasks"
 )
 
-// TestPhoneHashKeySharedByWorkers runs two workers given one
+// childProcess is a worker running in a process of its own (the test
+// binary running TestChildWorker), logging to a file.
+type childProcess struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan error
+	once    sync.Once
+}
+
+// startChild starts a worker process with env added to the test's
+// environment, and waits until it has started. It is stopped with SIGTERM
+// when the test ends, if not before.
+func startChild(t *testing.T, name string, env ...string) *childProcess {
+	t.Helper()
+	c := &childProcess{logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan error, 1)}
+	f, err := os.Create(c.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c.cmd = exec.Command(os.Args[0], "-test.run=^TestChildWorker$", "-test.count=1")
+	c.cmd.Env = append(append(os.Environ(), childWorkerEnv+"=1"), env...)
+	c.cmd.Stdout, c.cmd.Stderr = f, f
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.exited <- c.cmd.Wait() }()
+	t.Cleanup(c.stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.logs(), `"worker started"`) {
+		select {
+		case err := <-c.exited:
+			t.Fatalf("%s exited: %v\n%s", name, err, c.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start\n%s", name, c.logs())
+		}
+	}
+	return c
+}
+
+func (c *childProcess) logs() string {
+	b, _ := os.ReadFile(c.logPath)
+	return string(b)
+}
+
+// stop ends the process with SIGTERM, then SIGKILL if it lingers; calls
+// after the first do nothing.
+func (c *childProcess) stop() {
+	c.once.Do(func() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(20 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	})
+}
+
+// TestPhoneHashKeyAcrossProcesses runs two worker processes given one
 // SMSQ_PHONE_HASH_KEY (one by value, one through SMSQ_PHONE_HASH_KEY_FILE)
-// on one Redis: duplicates of one pair spread over both still make one
-// GenAuth call, the reservation and history keys carry the keyed hash and
-// not the unkeyed SHA-256 one, and the key is never logged.
-func TestPhoneHashKeySharedByWorkers(t *testing.T) {
+// on one Redis, one after the other: the second sees the reservation the
+// first took, so a second task for the pair makes no GenAuth call; the
+// reservation and history keys carry the keyed hash, not the unkeyed
+// SHA-256 one; and the key appears in neither log.
+func TestPhoneHashKeyAcrossProcesses(t *testing.T) {
 	const key = "deployment-secret-0123456789"
 	srv := redistest.Start(t)
 	fake := genauthtest.NewServer(genauthtest.Options{})
@@ -31,31 +97,32 @@ func TestPhoneHashKeySharedByWorkers(t *testing.T) {
 	if err := os.WriteFile(file, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := map[string]string{
-		"GENAUTH_APP_HOST": fake.URL(), "GENAUTH_APP_ID": fake.AppID(),
-		"SMSQ_POLL_INTERVAL": "20ms", "SMSQ_LOG_FORMAT": "json",
+	base := []string{
+		"REDIS_URL=" + srv.URL(), "GENAUTH_APP_HOST=" + fake.URL(), "GENAUTH_APP_ID=" + fake.AppID(),
+		"SMSQ_HTTP_ADDR=off", "SMSQ_POLL_INTERVAL=20ms", "SMSQ_LOG_FORMAT=json", "SMSQ_SHUTDOWN_TIMEOUT=2s",
 	}
-	_, logs1 := startWorker(t, quietEnv(srv.URL(), with(base, "SMSQ_PHONE_HASH_KEY", key)))
-	_, logs2 := startWorker(t, quietEnv(srv.URL(), with(base, "SMSQ_PHONE_HASH_KEY_FILE", file)))
-
 	rdb := srv.Client()
 	producer := smsq.NewClientFromRedis(rdb)
 	ins := asynq.NewInspectorFromRedisClient(rdb)
-	var ids []string
-	for i := 0; i < 10; i++ {
+	send := func() string {
+		t.Helper()
 		rc, err := producer.Send(context.Background(), smsq.Request{Channel: "CHANNEL_REGISTER", Phone: "13700137000"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, rc.TaskID)
+		return rc.TaskID
 	}
-	outcomes := map[string]int{}
-	for _, id := range ids {
-		_, r := waitFinal(t, ins, "default", id)
-		outcomes[r.Outcome]++
+
+	w1 := startChild(t, "worker1", append(base, "SMSQ_PHONE_HASH_KEY="+key)...)
+	first := send()
+	if _, r := waitFinal(t, ins, "default", first); r.Outcome != tasks.OutcomeSent {
+		t.Fatalf("first task: %+v, want sent", r)
 	}
-	if outcomes[tasks.OutcomeSent] != 1 || outcomes[tasks.OutcomeDeduplicated] != 9 {
-		t.Fatalf("outcomes = %v, want 1 sent and 9 deduplicated", outcomes)
+	w1.stop()
+	w2 := startChild(t, "worker2", append(base, "SMSQ_PHONE_HASH_KEY_FILE="+file)...)
+	second := send()
+	if _, r := waitFinal(t, ins, "default", second); r.Outcome != tasks.OutcomeDeduplicated || r.Holder != first {
+		t.Fatalf("second task in another process: %+v, want deduplicated, held by %s", r, first)
 	}
 	if n := fake.CallsFor("+86", "13700137000", "CHANNEL_REGISTER"); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
@@ -84,7 +151,8 @@ func TestPhoneHashKeySharedByWorkers(t *testing.T) {
 			t.Errorf("unkeyed key %s: exists %d, %v; want the keyed name only", k, n, err)
 		}
 	}
-	for _, l := range []string{logs1.String(), logs2.String()} {
+	w2.stop()
+	for _, l := range []string{w1.logs(), w2.logs()} {
 		if strings.Contains(l, key) {
 			t.Fatalf("a worker log shows the hash key:\n%s", l)
 		}
@@ -101,13 +169,4 @@ func TestPhoneHashKeyTooShort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "SMSQ_PHONE_HASH_KEY") || strings.Contains(err.Error(), "short-pw") {
 		t.Fatalf("error %v; want one naming SMSQ_PHONE_HASH_KEY without the key", err)
 	}
-}
-
-// with returns a copy of m with k set to v.
-func with(m map[string]string, k, v string) map[string]string {
-	out := map[string]string{k: v}
-	for mk, mv := range m {
-		out[mk] = mv
-	}
-	return out
 }
