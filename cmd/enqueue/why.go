@@ -333,18 +333,25 @@ type taskReport struct {
 	Asynq   *asynqView `json:"asynq"`
 	// Searched lists the queues asked when asynq no longer has the task.
 	Searched []string `json:"searched,omitempty"`
+	// Others are tasks enqueued under the same ID that were not run as
+	// this one (a raw producer reusing a TaskID in another queue).
+	Others []taskView `json:"others,omitempty"`
 }
 
 func taskWhy(ctx context.Context, rdb redis.UniversalClient, hist *history.Store, id, queue string) (*taskReport, error) {
 	rep := &taskReport{TaskID: id}
-	e, ok, err := hist.Task(ctx, id)
+	all, err := hist.Entries(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	queues := []string{queue}
-	if ok {
+	for _, e := range all {
 		v := newTaskView(e)
-		rep.History = &v
+		if e.Collision != "" {
+			rep.Others = append(rep.Others, v)
+		} else {
+			rep.History = &v
+		}
 	}
 	if queue == "" {
 		queues = []string{tasks.QueueCritical, tasks.QueueDefault, tasks.QueueLow}
@@ -380,7 +387,7 @@ func taskWhy(ctx context.Context, rdb redis.UniversalClient, hist *history.Store
 	if rep.Asynq == nil {
 		rep.Searched = queues
 	}
-	if rep.History == nil && rep.Asynq == nil {
+	if rep.History == nil && rep.Asynq == nil && len(rep.Others) == 0 {
 		return nil, fmt.Errorf("task %q: no history (kept SMSQ_RETENTION, 24h by default) and not in queue %s", id, strings.Join(queues, ", "))
 	}
 	return rep, nil
@@ -408,6 +415,16 @@ func (r *taskReport) text(w io.Writer, now time.Time) {
 		fmt.Fprintln(w, "history: none (no attempt yet, or older than SMSQ_RETENTION)")
 	}
 	fmt.Fprintln(w)
+	if len(r.Others) > 0 {
+		fmt.Fprintln(w, "other tasks under this ID (not run: the ID already named the task above):")
+		for _, o := range r.Others {
+			if o.Phone != "" {
+				fmt.Fprintf(w, "  phone %s\n", o.Phone)
+			}
+			o.text(w, now, "  ")
+		}
+		fmt.Fprintln(w)
+	}
 	a := r.Asynq
 	if a == nil {
 		fmt.Fprintf(w, "asynq: not in queue %s (deleted, or its retention ended)\n", strings.Join(r.Searched, ", "))

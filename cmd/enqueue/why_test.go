@@ -250,3 +250,46 @@ func TestWhyRedisDown(t *testing.T) {
 		t.Fatalf("took %s to give up", d)
 	}
 }
+
+// A raw producer's task reusing an ID in another queue shows its own entry:
+// under its own phone, and apart from the ID's first task under --task.
+func TestWhyCollidingTask(t *testing.T) {
+	p := startPipeline(t)
+	p.send(t, "why-c", "CHANNEL_LOGIN", "13800138000")
+	raw := asynq.NewClientFromRedisClient(p.redis.Client())
+	info, err := raw.Enqueue(asynq.NewTask(tasks.TypeSendSMS, []byte(`{"channel":"CHANNEL_REGISTER","phoneNumber":"13900139000"}`),
+		asynq.TaskID("why-c"), asynq.Queue("low"), asynq.Retention(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := p.ins.GetTaskInfo(info.Queue, info.ID)
+		if err == nil && got.State == asynq.TaskStateArchived {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("colliding task did not finish: %+v, %v", got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := runCmd(t, p.redis.URL(), "", "why", "--phone", "13900139000", "--json")
+	var rep phoneReport
+	decodeJSON(t, r.stdout, &rep)
+	if len(rep.Recent) != 1 || rep.Recent[0].TaskID != "why-c" || rep.Recent[0].Outcome != tasks.OutcomeInvalid ||
+		rep.Recent[0].Queue != "low" || rep.Recent[0].Phone != "+86 139****9000" || !strings.Contains(rep.Recent[0].Reason, "already names another task") {
+		t.Fatalf("why --phone of the colliding task: %+v", rep.Recent)
+	}
+	r = runCmd(t, p.redis.URL(), "", "why", "--phone", "13800138000", "--json")
+	rep = phoneReport{}
+	decodeJSON(t, r.stdout, &rep)
+	if len(rep.Recent) != 1 || rep.Recent[0].Outcome != tasks.OutcomeSent || rep.Recent[0].Queue != "critical" {
+		t.Fatalf("why --phone of the first task: %+v", rep.Recent)
+	}
+	r = runCmd(t, p.redis.URL(), "", "why", "--task", "why-c")
+	for _, want := range []string{"sent (final)", "other tasks under this ID", "phone +86 139****9000", "invalid (final)", "queue low"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("why --task lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}

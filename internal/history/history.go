@@ -10,10 +10,14 @@ package history
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -97,15 +101,63 @@ type Begun struct {
 	// on Redis before calling looks the same; the flag errs on the side of
 	// "may have been sent".)
 	Interrupted bool
+	// Collision is set when the task ID already names a different task (in
+	// another queue, or with another payload): this task must not be run as
+	// that one, and nothing else in Begun is set.
+	Collision *Collision
 }
+
+// Identity names one task: asynq task IDs are unique only per queue, and a
+// raw producer may reuse one in another queue, so the journal keeps, with
+// the first attempt (or the producer's claim), a hash of the queue and the
+// payload, and compares it on every later attempt.
+type Identity struct {
+	Queue string
+	// Hash is a SHA-256 prefix of the queue and the payload.
+	Hash string
+}
+
+// IdentityOf returns the identity of the task with this payload in queue.
+func IdentityOf(queue string, payload []byte) Identity {
+	h := sha256.New()
+	h.Write([]byte(queue))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return Identity{Queue: queue, Hash: hex.EncodeToString(h.Sum(nil)[:16])}
+}
+
+// Collision describes a task whose ID already names a different task.
+type Collision struct {
+	// Queue is the queue of the task that holds the ID.
+	Queue string
+	// Recorded is this task's own result, when an earlier delivery of it
+	// already recorded the collision.
+	Recorded json.RawMessage
+}
+
+// collisionField is the field of the holder's hash that keeps the record of
+// a colliding task: it has no key of its own, and lives and expires with
+// the holder's record.
+func collisionField(hash string) string { return "x:" + hash }
 
 // beginScript opens an attempt; the 'open' field stays "1" until Record
 // closes the attempt (empties it), so the next Begin sees an attempt that
-// never did.
-// KEYS[1]: task key. ARGV[1]: now in ms; ARGV[2]: retention in ms.
+// never did. A task whose identity differs from the one recorded for its ID
+// is another task: nothing is changed, and the holder's queue and this
+// task's own collision record (if any) come back instead.
+// KEYS[1]: task key. ARGV[1]: now in ms; ARGV[2]: retention in ms;
+// ARGV[3]: identity hash; ARGV[4]: queue.
 // Returns {attempt, first_ms, unknown or false, outcome or false, open or
-// false} ("" for open when closed).
+// false} ("" for open when closed), or {-1, holder queue or false, own
+// collision record or false}.
 var beginScript = redis.NewScript(`
+local id = redis.call('HMGET', KEYS[1], 'fp', 'queue')
+if id[1] and id[1] ~= ARGV[3] then
+  return {-1, id[2], redis.call('HGET', KEYS[1], 'x:' .. ARGV[3])}
+end
+if not id[1] then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[3], 'queue', ARGV[4])
+end
 redis.call('HSETNX', KEYS[1], 'first_ms', ARGV[1])
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local v = redis.call('HMGET', KEYS[1], 'first_ms', 'unknown', 'outcome', 'open')
@@ -114,17 +166,29 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {n, v[1], v[2], v[3], v[4]}
 `)
 
-// Begin records the start of an attempt and returns what came before.
-func (s *Store) Begin(ctx context.Context, taskID string, now time.Time) (Begun, error) {
+// Begin records the start of an attempt of the task id names and returns
+// what came before. When the ID already names a different task, Begin
+// changes nothing and returns Begun.Collision.
+func (s *Store) Begin(ctx context.Context, taskID string, id Identity, now time.Time) (Begun, error) {
 	if taskID == "" {
 		return Begun{}, errors.New("history: empty task ID")
 	}
 	res, err := beginScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)},
-		now.UnixMilli(), s.retention.Milliseconds()).Slice()
+		now.UnixMilli(), s.retention.Milliseconds(), id.Hash, id.Queue).Slice()
 	if err != nil {
 		return Begun{}, fmt.Errorf("history: begin attempt: %w", err)
 	}
 	var b Begun
+	if len(res) == 3 {
+		if n, _ := res[0].(int64); n == -1 {
+			b.Collision = &Collision{Queue: asString(res[1])}
+			var rec collisionRecord
+			if raw := asString(res[2]); raw != "" && json.Unmarshal([]byte(raw), &rec) == nil && rec.Final {
+				b.Collision.Recorded = rec.Result
+			}
+			return b, nil
+		}
+	}
 	if len(res) != 5 {
 		return b, fmt.Errorf("history: begin attempt: unexpected reply %v", res)
 	}
@@ -139,6 +203,75 @@ func (s *Store) Begin(ctx context.Context, taskID string, now time.Time) (Begun,
 	return b, nil
 }
 
+// ErrClaimed is returned by Claim when the task ID is already in use.
+var ErrClaimed = errors.New("history: task ID already in use")
+
+// claimScript takes a task ID for a producer before it enqueues: the task
+// record is created with the task's identity, so that the ID stays taken
+// in every queue for as long as the record lives, and the worker's first
+// Begin finds the identity already there.
+// KEYS[1]: task key. ARGV[1]: identity hash; ARGV[2]: queue; ARGV[3]: TTL
+// in ms. Returns 1 when claimed, or the queue of the task holding the ID
+// (false when unknown).
+var claimScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {redis.call('HGET', KEYS[1], 'queue')}
+end
+redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'queue', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// Claim takes taskID for the task id names, for ttl, unless any task
+// (from any queue, claimed or already begun) holds it: then the error
+// wraps ErrClaimed and names the holder's queue.
+func (s *Store) Claim(ctx context.Context, taskID string, id Identity, ttl time.Duration) error {
+	if taskID == "" {
+		return errors.New("history: empty task ID")
+	}
+	res, err := claimScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds()).Result()
+	if err != nil {
+		return fmt.Errorf("history: claim task ID: %w", err)
+	}
+	if held, ok := res.([]any); ok {
+		q := "unknown"
+		if len(held) > 0 && asString(held[0]) != "" {
+			q = asString(held[0])
+		}
+		return fmt.Errorf("%w (queue %s)", ErrClaimed, q)
+	}
+	return nil
+}
+
+// releaseScript gives a claimed ID back after the enqueue failed: only
+// when the record is still this claim (same identity, never begun).
+// KEYS[1]: task key. ARGV[1]: identity hash. Returns 1 when released.
+var releaseScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'fp', 'attempts')
+if v[1] == ARGV[1] and not v[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// Release gives back a claim Claim took for id, unless a worker began the
+// task meanwhile.
+func (s *Store) Release(ctx context.Context, taskID string, id Identity) error {
+	if err := releaseScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash).Err(); err != nil {
+		return fmt.Errorf("history: release task ID: %w", err)
+	}
+	return nil
+}
+
+// collisionRecord is a colliding task's entry, kept in the holder's hash.
+type collisionRecord struct {
+	Phone     string          `json:"phone,omitempty"`
+	Outcome   string          `json:"outcome"`
+	Final     bool            `json:"final"`
+	UpdatedMS int64           `json:"updatedMs"`
+	Result    json.RawMessage `json:"result,omitempty"`
+}
+
 func asString(v any) string {
 	s, _ := v.(string)
 	return s
@@ -151,6 +284,12 @@ type Entry struct {
 	Final     bool            `json:"final"`
 	UpdatedAt time.Time       `json:"updatedAt"`
 	Result    json.RawMessage `json:"result,omitempty"`
+	// Collision, when set, is the identity hash of a task whose ID already
+	// names another task (Begun.Collision): its entry is kept apart from
+	// the holder's.
+	Collision string `json:"-"`
+	// PhoneHash is the phone the entry was indexed by, on entries read back.
+	PhoneHash string `json:"-"`
 }
 
 // Record stores the result of an attempt. unknownAttempt counts the attempt
@@ -167,6 +306,9 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 		return errors.New("history: empty task ID")
 	}
 	tk := TaskKey(s.prefix, e.TaskID)
+	if e.Collision != "" {
+		return s.recordCollision(ctx, phoneHash, e)
+	}
 	fields := map[string]any{
 		"last":       e.Outcome,
 		"updated_ms": e.UpdatedAt.UnixMilli(),
@@ -204,29 +346,84 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 	return nil
 }
 
+// recordCollision keeps a colliding task's entry in the holder's hash and
+// indexes it by its own phone: the holder's fields stay untouched.
+func (s *Store) recordCollision(ctx context.Context, phoneHash string, e Entry) error {
+	tk := TaskKey(s.prefix, e.TaskID)
+	rec, err := json.Marshal(collisionRecord{Phone: phoneHash, Outcome: e.Outcome, Final: e.Final, UpdatedMS: e.UpdatedAt.UnixMilli(), Result: e.Result})
+	if err != nil {
+		return fmt.Errorf("history: record: %w", err)
+	}
+	p := s.c.Pipeline()
+	own := []redis.Cmder{p.HSet(ctx, tk, collisionField(e.Collision), rec), p.PExpire(ctx, tk, s.retention)}
+	if phoneHash != "" {
+		pk := PhoneKey(s.prefix, phoneHash)
+		own = append(own,
+			p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID}),
+			p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1)),
+			p.PExpire(ctx, pk, s.retention))
+	}
+	_, _ = p.Exec(ctx)
+	for _, c := range own {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("history: record: %w", err)
+		}
+	}
+	return nil
+}
+
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.Cmdable { return s.c }
 
-// Task returns a task's latest entry; ok is false when none is kept.
+// Task returns a task's latest entry; ok is false when none is kept (or
+// the ID is only claimed by a producer, with no attempt yet).
 func (s *Store) Task(ctx context.Context, taskID string) (Entry, bool, error) {
-	vals, err := s.c.HGetAll(ctx, TaskKey(s.prefix, taskID)).Result()
-	if err != nil {
-		return Entry{}, false, fmt.Errorf("history: read task: %w", err)
+	all, err := s.Entries(ctx, taskID)
+	if err != nil || len(all) == 0 || all[0].Collision != "" {
+		return Entry{}, false, err
 	}
-	if len(vals) == 0 {
-		return Entry{}, false, nil
-	}
-	e := Entry{TaskID: taskID, Outcome: vals["last"], Final: vals["outcome"] != ""}
-	if ms, err := strconv.ParseInt(vals["updated_ms"], 10, 64); err == nil {
-		e.UpdatedAt = time.UnixMilli(ms)
-	}
-	if r := vals["result"]; r != "" && json.Valid([]byte(r)) {
-		e.Result = json.RawMessage(r)
-	}
-	return e, true, nil
+	return all[0], true, nil
 }
 
-// Recent returns up to limit of a phone's latest tasks, newest first.
+// Entries returns every entry kept under a task ID: the task that holds
+// the ID first (when it had an attempt), then the tasks that collided with
+// it, oldest first.
+func (s *Store) Entries(ctx context.Context, taskID string) ([]Entry, error) {
+	vals, err := s.c.HGetAll(ctx, TaskKey(s.prefix, taskID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("history: read task: %w", err)
+	}
+	var out []Entry
+	if vals["attempts"] != "" || vals["last"] != "" {
+		e := Entry{TaskID: taskID, Outcome: vals["last"], Final: vals["outcome"] != "", PhoneHash: vals["phone"]}
+		if ms, err := strconv.ParseInt(vals["updated_ms"], 10, 64); err == nil {
+			e.UpdatedAt = time.UnixMilli(ms)
+		}
+		if r := vals["result"]; r != "" && json.Valid([]byte(r)) {
+			e.Result = json.RawMessage(r)
+		}
+		out = append(out, e)
+	}
+	var others []Entry
+	for f, v := range vals {
+		hash, ok := strings.CutPrefix(f, "x:")
+		if !ok {
+			continue
+		}
+		var rec collisionRecord
+		if json.Unmarshal([]byte(v), &rec) != nil {
+			continue
+		}
+		others = append(others, Entry{TaskID: taskID, Outcome: rec.Outcome, Final: rec.Final,
+			UpdatedAt: time.UnixMilli(rec.UpdatedMS), Result: rec.Result, Collision: hash, PhoneHash: rec.Phone})
+	}
+	slices.SortFunc(others, func(a, b Entry) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
+	return append(out, others...), nil
+}
+
+// Recent returns up to limit of a phone's latest task entries, newest
+// first: only the entries of that phone, so a task whose ID collided with
+// another phone's task shows its own entry.
 func (s *Store) Recent(ctx context.Context, phoneHash string, limit int) ([]Entry, error) {
 	if limit <= 0 {
 		limit = s.perPhone
@@ -237,12 +434,14 @@ func (s *Store) Recent(ctx context.Context, phoneHash string, limit int) ([]Entr
 	}
 	out := make([]Entry, 0, len(ids))
 	for _, id := range ids {
-		e, ok, err := s.Task(ctx, id)
+		all, err := s.Entries(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			out = append(out, e)
+		for i := len(all) - 1; i >= 0; i-- {
+			if e := all[i]; e.PhoneHash == phoneHash && len(out) < limit {
+				out = append(out, e)
+			}
 		}
 	}
 	return out, nil

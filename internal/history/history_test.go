@@ -3,6 +3,7 @@ package history_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,6 +19,9 @@ import (
 const phoneHash = "0123456789abcdef0123456789abcdef"
 
 var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// ident is the identity of the tests' tasks.
+var ident = history.IdentityOf("default", []byte(`{"channel":"CHANNEL_LOGIN"}`))
 
 func newStore(t *testing.T, cfg history.Config) (*history.Store, *redis.Client) {
 	t.Helper()
@@ -40,7 +44,7 @@ func TestBeginCountsAttemptsAndKeepsFirstSeen(t *testing.T) {
 	s, _ := newStore(t, history.Config{})
 	ctx := context.Background()
 	for i := 1; i <= 3; i++ {
-		b, err := s.Begin(ctx, "task-1", t0.Add(time.Duration(i-1)*time.Minute))
+		b, err := s.Begin(ctx, "task-1", ident, t0.Add(time.Duration(i-1)*time.Minute))
 		if err != nil {
 			t.Fatalf("Begin #%d: %v", i, err)
 		}
@@ -48,14 +52,14 @@ func TestBeginCountsAttemptsAndKeepsFirstSeen(t *testing.T) {
 			t.Fatalf("Begin #%d = %+v, want attempt %d first seen %v", i, b, i, t0)
 		}
 	}
-	b, err := s.Begin(ctx, "task-2", t0.Add(time.Hour))
+	b, err := s.Begin(ctx, "task-2", ident, t0.Add(time.Hour))
 	if err != nil {
 		t.Fatalf("Begin task-2: %v", err)
 	}
 	if b.Attempt != 1 || !b.FirstSeen.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("Begin task-2 = %+v, want a first attempt of its own", b)
 	}
-	if _, err := s.Begin(ctx, "", t0); err == nil {
+	if _, err := s.Begin(ctx, "", ident, t0); err == nil {
 		t.Fatal("Begin with an empty task ID succeeded")
 	}
 }
@@ -64,14 +68,14 @@ func TestRecordFinalIsSeenByNextBegin(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, history.Config{})
 	ctx := context.Background()
-	if _, err := s.Begin(ctx, "task-1", t0); err != nil {
+	if _, err := s.Begin(ctx, "task-1", ident, t0); err != nil {
 		t.Fatal(err)
 	}
 	// A non-final attempt leaves the outcome open.
 	if err := s.Record(ctx, phoneHash, entry("task-1", "retrying", false, t0), false); err != nil {
 		t.Fatalf("Record: %v", err)
 	}
-	b, err := s.Begin(ctx, "task-1", t0.Add(time.Second))
+	b, err := s.Begin(ctx, "task-1", ident, t0.Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +85,7 @@ func TestRecordFinalIsSeenByNextBegin(t *testing.T) {
 	if err := s.Record(ctx, phoneHash, entry("task-1", "sent", true, t0.Add(time.Second)), false); err != nil {
 		t.Fatalf("Record: %v", err)
 	}
-	b, err = s.Begin(ctx, "task-1", t0.Add(2*time.Second))
+	b, err = s.Begin(ctx, "task-1", ident, t0.Add(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +113,7 @@ func TestRecordWithoutPhoneStillFixesOutcome(t *testing.T) {
 	if err := s.Record(ctx, "", entry("task-bad", "invalid", true, t0), false); err != nil {
 		t.Fatalf("Record: %v", err)
 	}
-	b, err := s.Begin(ctx, "task-bad", t0)
+	b, err := s.Begin(ctx, "task-bad", ident, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +133,7 @@ func TestUnknownAttemptsCounted(t *testing.T) {
 	s, _ := newStore(t, history.Config{})
 	ctx := context.Background()
 	for i, unknown := range []bool{true, false, true} {
-		if _, err := s.Begin(ctx, "task-1", t0); err != nil {
+		if _, err := s.Begin(ctx, "task-1", ident, t0); err != nil {
 			t.Fatal(err)
 		}
 		outcome := "retrying"
@@ -140,7 +144,7 @@ func TestUnknownAttemptsCounted(t *testing.T) {
 			t.Fatalf("Record: %v", err)
 		}
 	}
-	b, err := s.Begin(ctx, "task-1", t0)
+	b, err := s.Begin(ctx, "task-1", ident, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +216,7 @@ func TestKeysExpire(t *testing.T) {
 	t.Parallel()
 	s, c := newStore(t, history.Config{Retention: time.Second})
 	ctx := context.Background()
-	if _, err := s.Begin(ctx, "task-1", time.Now()); err != nil {
+	if _, err := s.Begin(ctx, "task-1", ident, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Record(ctx, phoneHash, entry("task-1", "sent", true, time.Now()), false); err != nil {
@@ -239,7 +243,7 @@ func TestKeysExpire(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b, err := s.Begin(ctx, "task-1", t0)
+	b, err := s.Begin(ctx, "task-1", ident, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,18 +297,18 @@ func TestBeginReportsInterruptedAttempt(t *testing.T) {
 	s, _ := newStore(t, history.Config{})
 	ctx := context.Background()
 	now := time.Now()
-	b, err := s.Begin(ctx, "t-int", now)
+	b, err := s.Begin(ctx, "t-int", ident, now)
 	if err != nil || b.Interrupted {
 		t.Fatalf("first Begin = %+v, %v; want not interrupted", b, err)
 	}
-	if b, err = s.Begin(ctx, "t-int", now); err != nil || !b.Interrupted {
+	if b, err = s.Begin(ctx, "t-int", ident, now); err != nil || !b.Interrupted {
 		t.Fatalf("Begin after an unrecorded attempt = %+v, %v; want interrupted", b, err)
 	}
 	e := history.Entry{TaskID: "t-int", Outcome: "retrying", UpdatedAt: now, Result: []byte(`{}`)}
 	if err := s.Record(ctx, "", e, false); err != nil {
 		t.Fatal(err)
 	}
-	if b, err = s.Begin(ctx, "t-int", now); err != nil || b.Interrupted {
+	if b, err = s.Begin(ctx, "t-int", ident, now); err != nil || b.Interrupted {
 		t.Fatalf("Begin after a recorded attempt = %+v, %v; want not interrupted", b, err)
 	}
 }
@@ -346,5 +350,130 @@ func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
 	}
 	if ids, _ := s.Recent(ctx, phoneHash, 0); len(ids) != 1 {
 		t.Fatalf("Recent = %v, want the task", ids)
+	}
+}
+
+func TestIdentityOf(t *testing.T) {
+	t.Parallel()
+	a := history.IdentityOf("critical", []byte(`{"x":1}`))
+	for _, other := range []history.Identity{
+		history.IdentityOf("default", []byte(`{"x":1}`)),
+		history.IdentityOf("critical", []byte(`{"x":2}`)),
+		// The separator keeps the queue and the payload apart.
+		history.IdentityOf("critical{", []byte(`"x":1}`)),
+	} {
+		if other.Hash == a.Hash {
+			t.Errorf("identities %+v and %+v share a hash", a, other)
+		}
+	}
+	if b := history.IdentityOf("critical", []byte(`{"x":1}`)); b != a || len(a.Hash) != 32 {
+		t.Errorf("IdentityOf is not stable: %+v, %+v", a, b)
+	}
+}
+
+// A second task under an ID that already names a task (another queue,
+// another payload) is not taken for a redelivery: Begin leaves the holder's
+// record alone and reports the collision; its own entry is kept apart,
+// indexed by its own phone, and a redelivery of it finds that entry.
+func TestBeginCollision(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, history.Config{})
+	ctx := context.Background()
+	first := history.IdentityOf("critical", []byte(`{"phone":"a"}`))
+	other := history.IdentityOf("default", []byte(`{"phone":"b"}`))
+	if b, err := s.Begin(ctx, "k", first, t0); err != nil || b.Collision != nil || b.Attempt != 1 {
+		t.Fatalf("first Begin = %+v, %v", b, err)
+	}
+	if err := s.Record(ctx, phoneHash, entry("k", "sent", true, t0), false); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Begin(ctx, "k", other, t0.Add(time.Second))
+	if err != nil || b.Collision == nil || b.Collision.Queue != "critical" || b.Collision.Recorded != nil || b.Outcome != "" || b.Attempt != 0 {
+		t.Fatalf("colliding Begin = %+v (%+v), %v; want a collision with the critical task, nothing else", b, b.Collision, err)
+	}
+	const otherPhone = "fedcba9876543210fedcba9876543210"
+	e := entry("k", "invalid", true, t0.Add(time.Second))
+	e.Collision = other.Hash
+	if err := s.Record(ctx, otherPhone, e, false); err != nil {
+		t.Fatal(err)
+	}
+	// The holder is untouched: its redelivery still finds its own outcome.
+	if b, err := s.Begin(ctx, "k", first, t0.Add(2*time.Second)); err != nil || b.Collision != nil || b.Outcome != "sent" || b.Attempt != 2 {
+		t.Fatalf("holder's Begin = %+v, %v; want its own sent outcome", b, err)
+	}
+	if got, ok, err := s.Task(ctx, "k"); err != nil || !ok || got.Outcome != "sent" || got.PhoneHash != phoneHash {
+		t.Fatalf("Task = %+v, %v, %v; want the holder's entry", got, ok, err)
+	}
+	// The colliding task's redelivery gets its own recorded result back.
+	b, err = s.Begin(ctx, "k", other, t0.Add(3*time.Second))
+	if err != nil || b.Collision == nil || string(b.Collision.Recorded) != `{"outcome":"invalid"}` {
+		t.Fatalf("colliding redelivery Begin = %+v, %v; want its own recorded result", b.Collision, err)
+	}
+	// Each phone sees only its own task's entry.
+	for _, tt := range []struct{ phone, outcome string }{{phoneHash, "sent"}, {otherPhone, "invalid"}} {
+		got, err := s.Recent(ctx, tt.phone, 10)
+		if err != nil || len(got) != 1 || got[0].Outcome != tt.outcome {
+			t.Errorf("Recent(%s) = %+v, %v; want one %s entry", tt.phone, got, err, tt.outcome)
+		}
+	}
+	all, err := s.Entries(ctx, "k")
+	if err != nil || len(all) != 2 || all[0].Collision != "" || all[1].Collision != other.Hash {
+		t.Fatalf("Entries = %+v, %v; want the holder then the colliding task", all, err)
+	}
+}
+
+// A claim takes the ID for every queue; only a claim never begun is given
+// back, and only by its own identity.
+func TestClaimAndRelease(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{})
+	ctx := context.Background()
+	a := history.IdentityOf("critical", []byte(`{"a":1}`))
+	b := history.IdentityOf("low", []byte(`{"b":1}`))
+	if err := s.Claim(ctx, "key-1", a, time.Hour); err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	if ttl := c.PTTL(ctx, history.TaskKey("smsq", "key-1")).Val(); ttl < 59*time.Minute {
+		t.Fatalf("claim TTL %v, want about an hour", ttl)
+	}
+	if err := s.Claim(ctx, "key-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) || !strings.Contains(err.Error(), "queue critical") {
+		t.Fatalf("second Claim = %v, want ErrClaimed naming queue critical", err)
+	}
+	if _, ok, err := s.Task(ctx, "key-1"); err != nil || ok {
+		t.Fatalf("Task of a claimed ID = %v, %v; want no entry before an attempt", ok, err)
+	}
+	// The claim is the task's identity: the worker's Begin agrees with it,
+	// another task's Begin collides.
+	if got, err := s.Begin(ctx, "key-1", b, t0); err != nil || got.Collision == nil {
+		t.Fatalf("Begin of another task = %+v, %v; want a collision", got, err)
+	}
+	if err := s.Release(ctx, "key-1", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim(ctx, "key-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("another identity released the claim: %v", err)
+	}
+	if err := s.Release(ctx, "key-1", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim(ctx, "key-1", b, time.Hour); err != nil {
+		t.Fatalf("Claim after Release: %v", err)
+	}
+	// Begun: never given back.
+	if _, err := s.Begin(ctx, "key-1", b, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "key-1", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim(ctx, "key-1", a, time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("a begun task's ID was released: %v", err)
+	}
+	// An ID a raw producer's task began under (no claim) is taken too.
+	if _, err := s.Begin(ctx, "raw-1", a, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim(ctx, "raw-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("Claim of a begun raw task's ID = %v, want ErrClaimed", err)
 	}
 }

@@ -37,7 +37,9 @@ type Reserver interface {
 
 // Journal keeps each task's state across attempts.
 type Journal interface {
-	Begin(ctx context.Context, taskID string, now time.Time) (history.Begun, error)
+	// Begin opens an attempt of the task id names; a task whose ID names
+	// another task gets Begun.Collision.
+	Begin(ctx context.Context, taskID string, id history.Identity, now time.Time) (history.Begun, error)
 	Record(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool) error
 }
 
@@ -217,6 +219,10 @@ type attempt struct {
 	v         Validated
 	deadline  time.Time
 	begun     history.Begun
+	// ident is what the journal knows this task by; collided is set when
+	// its ID already names another task, whose record is not this one's.
+	ident    history.Identity
+	collided bool
 	// unknownCall is set when this attempt's own call may have sent the
 	// SMS, the only case the journal counts as an unknown attempt.
 	unknownCall bool
@@ -246,7 +252,7 @@ type taskMeta struct {
 }
 
 func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) error {
-	a := &attempt{task: t, start: h.now(), id: m.id}
+	a := &attempt{task: t, start: h.now(), id: m.id, ident: history.IdentityOf(m.queue, t.Payload())}
 	a.res.Queue = m.queue
 	a.res.Retried = m.retried
 	a.lastTry = m.retried >= m.maxRetry
@@ -271,6 +277,11 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		// Masked: a producer that swapped the fields put the number here.
 		a.res.Channel = clip(phone.Mask(p.Channel), 40)
 		a.res.Phone = phone.Mask(p.PhoneNumber)
+		// Journalled under its own identity like any task, so that an
+		// invalid task reusing another task's ID never overwrites its record.
+		if done, err := h.begin(ctx, a); done {
+			return err
+		}
 		return h.final(ctx, a, OutcomeInvalid, err.Error(), fmt.Errorf("%w: %w", err, asynq.SkipRetry))
 	}
 	a.res.Channel = string(a.v.Channel)
@@ -280,25 +291,8 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.phoneHash = h.resv.PhoneHash(a.v.Phone.E164)
 	a.log = a.log.With().Str("channel", a.res.Channel).Str("phone", a.res.Phone).Logger()
 
-	a.begun, err = h.journal.Begin(ctx, a.id, a.start)
-	if err != nil {
-		a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
-		return h.bail(ctx, a, err)
-	}
-	a.res.Attempt = a.begun.Attempt
-	a.res.FirstAttemptAt = a.begun.FirstSeen
-	a.res.UnknownAttempts = a.begun.UnknownAttempts
-	if IsFinal(a.begun.Outcome) {
-		// A redelivery (crash, shutdown requeue, a Redis failover that lost
-		// the result write) of a task that finished: copy the recorded
-		// result onto the task again rather than run it.
-		h.restoreResult(ctx, a)
-		a.log.Info().Str("outcome", a.begun.Outcome).Msg("task already finished; redelivery ignored")
-		if a.begun.Outcome == OutcomeFailed || a.begun.Outcome == OutcomeInvalid {
-			// It was archived; keep it there rather than complete it.
-			return fmt.Errorf("task already finished as %s: %w", a.begun.Outcome, asynq.SkipRetry)
-		}
-		return nil
+	if done, err := h.begin(ctx, a); done {
+		return err
 	}
 
 	a.deadline = a.v.SendBy
@@ -402,6 +396,59 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		h.release(ctx, a)
 		return h.final(ctx, a, OutcomeFailed, errText(callErr), fmt.Errorf("%w: %w", callErr, asynq.SkipRetry))
 	}
+}
+
+// begin opens the attempt in the journal. done reports that the attempt
+// ended there, with err for ProcessTask to return: the journal is
+// unreachable, the task already finished (a redelivery), or its ID already
+// names a different task.
+func (h *Handler) begin(ctx context.Context, a *attempt) (done bool, err error) {
+	a.begun, err = h.journal.Begin(ctx, a.id, a.ident, a.start)
+	if err != nil {
+		a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
+		return true, h.bail(ctx, a, err)
+	}
+	if c := a.begun.Collision; c != nil {
+		return true, h.collision(ctx, a, c)
+	}
+	a.res.Attempt = a.begun.Attempt
+	a.res.FirstAttemptAt = a.begun.FirstSeen
+	a.res.UnknownAttempts = a.begun.UnknownAttempts
+	if IsFinal(a.begun.Outcome) {
+		// A redelivery (crash, shutdown requeue, a Redis failover that lost
+		// the result write) of a task that finished: copy the recorded
+		// result onto the task again rather than run it.
+		h.restoreResult(ctx, a)
+		a.log.Info().Str("outcome", a.begun.Outcome).Msg("task already finished; redelivery ignored")
+		if a.begun.Outcome == OutcomeFailed || a.begun.Outcome == OutcomeInvalid {
+			// It was archived; keep it there rather than complete it.
+			return true, fmt.Errorf("task already finished as %s: %w", a.begun.Outcome, asynq.SkipRetry)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// collision ends a task whose ID already names a different task (another
+// queue, or another payload: a raw producer reusing a TaskID, or a key
+// reused after the claim expired). It is never run as that task nor given
+// its result: it is archived once as invalid with its own entry, which a
+// redelivery of it finds again.
+func (h *Handler) collision(ctx context.Context, a *attempt, c *history.Collision) error {
+	const why = "task ID already names another task"
+	if len(c.Recorded) > 0 {
+		if w := a.task.ResultWriter(); w != nil {
+			if _, err := w.Write(c.Recorded); err != nil {
+				a.log.Warn().Err(err).Msg("cannot restore the recorded result")
+			}
+		}
+		a.log.Info().Str("holder_queue", c.Queue).Msg("task already finished (" + why + "); redelivery ignored")
+		return fmt.Errorf("%s (queue %s): %w", why, c.Queue, asynq.SkipRetry)
+	}
+	a.collided = true
+	a.res.Attempt = 1
+	reason := fmt.Sprintf("%s (queue %s, a different payload or queue): this task was not run; give every task its own ID", why, c.Queue)
+	return h.final(ctx, a, OutcomeInvalid, reason, fmt.Errorf("%s (queue %s): %w", why, c.Queue, asynq.SkipRetry))
 }
 
 // maxRateTries bounds the asks for a token in one attempt. RateMaxWait
@@ -562,6 +609,9 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	var markErr func() error
 	var jerr error
 	e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
+	if a.collided {
+		e.Collision = a.ident.Hash
+	}
 	switch {
 	case a.markSent && h.recorder != nil:
 		// The sent mark rides in the journal's round trip, ahead of it.

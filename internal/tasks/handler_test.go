@@ -148,7 +148,7 @@ type fakeJournal struct {
 	records []recorded
 }
 
-func (j *fakeJournal) Begin(ctx context.Context, taskID string, now time.Time) (history.Begun, error) {
+func (j *fakeJournal) Begin(ctx context.Context, taskID string, _ history.Identity, now time.Time) (history.Begun, error) {
 	j.mu.Lock()
 	j.begins++
 	j.mu.Unlock()
@@ -367,6 +367,10 @@ func checkCase(t *testing.T, tc handlerCase, res Result, err error, sender *fake
 	if rec.entry.TaskID != "task-1" {
 		t.Fatalf("recorded task ID %q, want task-1", rec.entry.TaskID)
 	}
+	// Only a colliding task's entry is kept apart from the ID's holder.
+	if collided := strings.Contains(tc.wantReason, "names another task"); (rec.entry.Collision != "") != collided {
+		t.Fatalf("recorded entry collision %q, want one: %v", rec.entry.Collision, collided)
+	}
 	if rec.unknown != tc.wantUnknown {
 		t.Fatalf("recorded unknownAttempt = %v, want %v", rec.unknown, tc.wantUnknown)
 	}
@@ -536,6 +540,18 @@ func TestProcessTaskOutcomes(t *testing.T) {
 		{
 			name:  "task already finished",
 			begin: begun(history.Begun{Attempt: 2, Outcome: OutcomeSent}),
+		},
+		{
+			// Even when the holder already finished as sent: never its result.
+			name:        "task ID names another task",
+			begin:       begun(history.Begun{Collision: &history.Collision{Queue: QueueLow}}),
+			wantOutcome: OutcomeInvalid, wantFinal: true, wantErr: wantSkipRetry,
+			wantReason: "task ID already names another task (queue low",
+		},
+		{
+			name:    "colliding task redelivered after its outcome was recorded",
+			begin:   begun(history.Begun{Collision: &history.Collision{Queue: QueueLow, Recorded: []byte(`{"outcome":"invalid"}`)}}),
+			wantErr: wantSkipRetry,
 		},
 		{
 			name:    "task already failed stays archived",

@@ -287,6 +287,53 @@ func TestWorkerOtherTaskTypesAreArchived(t *testing.T) {
 	}
 }
 
+// asynq task IDs are unique per queue only: a raw producer reusing a TaskID
+// in another queue (another phone and channel, or the very same payload)
+// gets a task of its own that is never taken for a redelivery of the first
+// and never completed with its result. It is archived once as invalid,
+// naming the conflict, with its own channel, phone and queue.
+func TestWorkerCollidingTaskIDs(t *testing.T) {
+	t.Parallel()
+	sender := &fakeSender{}
+	w := startWorker(t, sender)
+	first := []byte(`{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`)
+	info, err := w.client.Enqueue(asynq.NewTask(TypeSendSMS, first, asynq.TaskID("dup"), asynq.Queue(QueueCritical), asynq.Retention(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, res := w.waitState(t, info, asynq.TaskStateCompleted); res.Outcome != OutcomeSent {
+		t.Fatalf("first task: %+v, want sent", res)
+	}
+	others := []struct {
+		queue   string
+		payload []byte
+		phone   string
+		channel string
+	}{
+		{QueueDefault, []byte(`{"channel":"CHANNEL_REGISTER","phoneNumber":"13900139000"}`), "+86 139****9000", "CHANNEL_REGISTER"},
+		{QueueLow, first, "+86 138****8000", "CHANNEL_LOGIN"},
+	}
+	for _, o := range others {
+		info, err := w.client.Enqueue(asynq.NewTask(TypeSendSMS, o.payload, asynq.TaskID("dup"), asynq.Queue(o.queue), asynq.Retention(time.Hour)))
+		if err != nil {
+			t.Fatalf("raw enqueue in %s: %v", o.queue, err)
+		}
+		got, res := w.waitState(t, info, asynq.TaskStateArchived)
+		if got.Retried != 0 || res.Outcome != OutcomeInvalid || !res.Final || !strings.Contains(res.Reason, "already names another task (queue critical") {
+			t.Errorf("task in %s: retried %d, result %+v; want invalid once, naming the conflict", o.queue, got.Retried, res)
+		}
+		if res.Queue != o.queue || res.Phone != o.phone || res.Channel != o.channel || res.RequestID != "" {
+			t.Errorf("task in %s: result %+v names another task's queue, phone, channel or send", o.queue, res)
+		}
+	}
+	if _, res := w.waitState(t, info, asynq.TaskStateCompleted); res.Outcome != OutcomeSent || res.Queue != QueueCritical {
+		t.Fatalf("first task after the collisions: %+v, want still sent from critical", res)
+	}
+	if n := len(sender.calls()); n != 1 {
+		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+}
+
 // A task whose final outcome is in the journal but whose asynq result was
 // lost (a failover between the two writes) is not run again, and gets the
 // recorded result back.
@@ -302,14 +349,22 @@ func TestWorkerRedeliveryRestoresRecordedResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := hist.Begin(ctx, "done-1", time.Now()); err != nil {
+	task, _, err := NewTask(Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "138 0013 8000", IdempotencyKey: "done-1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hist.Begin(ctx, "done-1", history.IdentityOf(QueueCritical, task.Payload()), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	recorded := `{"outcome":"sent","final":true,"requestId":"earlier","attempt":1,"retried":0,"finishedAt":"2026-01-02T03:04:05Z","durationMs":3}`
 	if err := hist.Record(ctx, "", history.Entry{TaskID: "done-1", Outcome: OutcomeSent, Final: true, UpdatedAt: time.Now(), Result: json.RawMessage(recorded)}, false); err != nil {
 		t.Fatal(err)
 	}
-	_, res := w.waitState(t, w.enqueue(t, "done-1"), asynq.TaskStateCompleted)
+	info, err := w.client.Enqueue(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, res := w.waitState(t, info, asynq.TaskStateCompleted)
 	if res.Outcome != OutcomeSent || res.RequestID != "earlier" {
 		t.Fatalf("result %+v, want the recorded one", res)
 	}

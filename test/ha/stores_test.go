@@ -65,7 +65,7 @@ func TestClusterKeys(t *testing.T) {
 		if ok, err := resv.Release(ctx, e164, "CHANNEL_LOGIN", owner); err != nil || !ok {
 			t.Fatalf("Release: %v %v", ok, err)
 		}
-		if _, err := hist.Begin(ctx, owner, time.Now()); err != nil {
+		if _, err := hist.Begin(ctx, owner, history.IdentityOf("default", []byte(owner)), time.Now()); err != nil {
 			t.Fatalf("history Begin: %v", err)
 		}
 		entry := history.Entry{TaskID: owner, Outcome: "sent", Final: true, UpdatedAt: time.Now(), Result: json.RawMessage(`{"outcome":"sent"}`)}
