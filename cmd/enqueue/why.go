@@ -164,6 +164,7 @@ type taskView struct {
 	Message       string    `json:"message,omitempty"`
 	RequestID     string    `json:"requestId,omitempty"`
 	SendBy        time.Time `json:"sendBy,omitzero"`
+	Sandbox       bool      `json:"sandbox,omitempty"`
 }
 
 func newTaskView(e history.Entry) taskView {
@@ -173,7 +174,7 @@ func newTaskView(e history.Entry) taskView {
 		v.Channel, v.Phone, v.Queue, v.Attempt = r.Channel, r.Phone, r.Queue, r.Attempt
 		v.Reason, v.Holder, v.ReservedForMS, v.RetryInMS = r.Reason, r.Holder, r.ReservedForMS, r.RetryInMS
 		v.HTTPStatus, v.StatusCode, v.APICode = r.HTTPStatus, r.StatusCode, r.APICode
-		v.Message, v.RequestID, v.SendBy = r.Message, r.RequestID, r.SendBy
+		v.Message, v.RequestID, v.SendBy, v.Sandbox = r.Message, r.RequestID, r.SendBy, r.Sandbox
 	}
 	return v
 }
@@ -182,6 +183,9 @@ func (v taskView) text(w io.Writer, now time.Time, indent string) {
 	final := "not final"
 	if v.Final {
 		final = "final"
+	}
+	if v.Sandbox {
+		final += ", SANDBOX: no SMS sent"
 	}
 	fmt.Fprintf(w, "%s%s  %s (%s)  task %s", indent, stamp(v.UpdatedAt, now), v.Outcome, final, v.TaskID)
 	if v.Channel != "" {

@@ -132,8 +132,8 @@ func TestEndToEnd(t *testing.T) {
 	_, r1 := waitFinal(t, ins, rc.Queue, rc.TaskID)
 	_, r2 := waitFinal(t, ins, "low", info.ID)
 	for _, r := range []tasks.Result{r1, r2} {
-		if r.Outcome != tasks.OutcomeSent || !r.Final || r.StatusCode != 200 || r.RequestID == "" || r.Attempt != 1 {
-			t.Errorf("result = %+v, want a final sent with GenAuth's statusCode and requestId", r)
+		if r.Outcome != tasks.OutcomeSent || !r.Final || r.StatusCode != 200 || r.RequestID == "" || r.Attempt != 1 || r.Sandbox {
+			t.Errorf("result = %+v, want a final sent with GenAuth's statusCode and requestId, not sandbox", r)
 		}
 	}
 	if r1.Phone != "+86 138****8000" || r2.Phone != "+86 139****9000" {

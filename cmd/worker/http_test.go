@@ -74,7 +74,14 @@ func TestHTTPSurface(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFinal(t, asynq.NewInspectorFromRedisClient(srv.Client()), rc.Queue, rc.TaskID)
+	// No GENAUTH_APP_HOST: the sandbox, which every result and attempt
+	// line must say, so that its "sent" is never taken for a real SMS.
+	if _, r := waitFinal(t, asynq.NewInspectorFromRedisClient(srv.Client()), rc.Queue, rc.TaskID); !r.Sandbox {
+		t.Errorf("sandbox result = %+v, want sandbox marked", r)
+	}
+	if !strings.Contains(logs.String(), `"sandbox":true`) {
+		t.Errorf("sandbox attempt line not marked:\n%s", logs)
+	}
 
 	tests := []struct {
 		path, user string

@@ -241,6 +241,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
 		Sender: client, Reservations: store, Journal: journal, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
+		Sandbox: w.sandbox != nil,
 	})
 	if err != nil {
 		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)

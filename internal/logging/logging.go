@@ -18,7 +18,8 @@ import (
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
 // "error") in format ("json", "console", or "auto": console on a terminal,
-// JSON otherwise).
+// JSON otherwise). The console form is short, for people (see newConsole);
+// JSON has every field.
 func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(level)))
 	if err != nil || lvl == zerolog.NoLevel {
@@ -27,10 +28,10 @@ func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 	switch format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = newConsole(w)
 	case "auto", "":
 		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+			w = newConsole(w)
 		}
 	default:
 		return zerolog.Nop(), fmt.Errorf("log format %q: want json, console or auto", format)

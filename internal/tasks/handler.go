@@ -125,6 +125,10 @@ type HandlerConfig struct {
 	RateMaxWait time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Sandbox says that Sender is the built-in fake GenAuth: every result
+	// and attempt line is marked so that no one takes its "sent" for a
+	// real SMS.
+	Sandbox bool
 }
 
 // Handler processes genauth:send_sms tasks.
@@ -138,6 +142,7 @@ type Handler struct {
 	log        zerolog.Logger
 	observer   Observer
 	now        func() time.Time
+	sandbox    bool
 
 	limiter     RateLimiter
 	rateMaxWait time.Duration
@@ -191,7 +196,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	h := &Handler{
 		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
-		log: log, observer: cfg.Observer, now: cfg.Now,
+		log: log, observer: cfg.Observer, now: cfg.Now, sandbox: cfg.Sandbox,
 		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
 	}
 	m, ok1 := cfg.Reservations.(sentMarker)
@@ -586,6 +591,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	end := h.now()
 	r := &a.res
 	r.Outcome, r.Final, r.Reason = outcome, final, clip(reason, 500)
+	r.Sandbox = h.sandbox
 	r.FinishedAt = end.UTC()
 	r.DurationMS = end.Sub(a.start).Milliseconds()
 	data, err := json.Marshal(r)
@@ -662,6 +668,9 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	if reason != "" {
 		ev.Str("reason", r.Reason)
+	}
+	if r.Sandbox {
+		ev.Bool("sandbox", true)
 	}
 	ev.Msg("send_sms attempt")
 

@@ -87,4 +87,7 @@ type Result struct {
 	GenAuthMS       int64     `json:"genauthMs,omitempty"`
 	// RateWaitMS is the time the attempt waited for smsq's rate limit.
 	RateWaitMS int64 `json:"rateWaitMs,omitempty"`
+	// Sandbox: the worker sent to its built-in fake GenAuth; no SMS went
+	// out, whatever the outcome says.
+	Sandbox bool `json:"sandbox,omitempty"`
 }
