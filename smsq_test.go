@@ -96,6 +96,8 @@ func TestSendRejectsBadInputBeforeRedis(t *testing.T) {
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "+86 10 6552 9988"}, nil, "not a mobile"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000", Lang: "xx"}, nil, "lang"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000", ClientIP: "nowhere"}, nil, "clientIp"},
+		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000", ClientIP: "fe80::1%1.2.3.4, 6.6.6.6"}, nil, "zone"},
+		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000", ClientIP: "fe80::1%\r\nX-Evil: 1"}, nil, "clientIp"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithIdempotencyKey("has space")}, "idempotencyKey"},
 		{smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, []smsq.Option{smsq.WithSendBy(time.Now().Add(-time.Minute))}, "sendBy"},
 		// Phone numbers in task IDs and queue names end up in Redis key

@@ -105,6 +105,8 @@ func TestSingleInvalidEnqueuesNothing(t *testing.T) {
 	}{
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "12345"}, "phoneNumber"},
 		{[]string{"--channel", "CHANNEL_NOPE", "--phone", "+8613800138000"}, "channel"},
+		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--client-ip", "fe80::1%1.2.3.4, 6.6.6.6"}, "clientIp"},
+		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--client-ip", "fe80::1%\r\nX-Evil: 1"}, "clientIp"},
 		{[]string{"--phone", "+8613800138000"}, "--channel and --phone are required"},
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--channel", "CHANNEL_LOGIN", "--phone", "+8613800138000", "--timeout", "0s"}, "--timeout 0s: must be positive"},

@@ -285,8 +285,9 @@ func (c *Client) newRequest(ctx context.Context, req SendSMSRequest) (*http.Requ
 		lang = req.Lang
 	}
 	if req.ClientIP != "" {
-		if _, err := netip.ParseAddr(req.ClientIP); err != nil {
-			return nil, fmt.Errorf("%w: client IP %q is not an IP address", ErrInvalidRequest, req.ClientIP)
+		if err := CheckClientIP(req.ClientIP); err != nil {
+			// Not quoted: it failed the check, so it may hold anything.
+			return nil, fmt.Errorf("%w: client IP: %v", ErrInvalidRequest, err)
 		}
 	}
 	if !validHeaderValue(req.AccessToken) {
@@ -378,4 +379,26 @@ func redact(s, phone, token string) string {
 		s = strings.ReplaceAll(s, token, "[token]")
 	}
 	return s
+}
+
+// CheckClientIP accepts the end user's address as sent in x-real-ip: a
+// plain IPv4 or IPv6 address. netip.ParseAddr also accepts an IPv6 zone
+// ("fe80::1%eth0") holding any byte, so "fe80::1%1.2.3.4, 6.6.6.6" would
+// forge the header's value and a zone holding CR/LF would fail in net/http
+// on every attempt; a zone means nothing to GenAuth, so it is refused, and
+// so is any byte that is not printable ASCII. The error does not quote s.
+func CheckClientIP(s string) error {
+	a, err := netip.ParseAddr(s)
+	if err == nil && a.Zone() != "" {
+		return errors.New("has an IPv6 zone (%...), which is not an address GenAuth can use")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return fmt.Errorf("holds a control, space or non-ASCII byte at offset %d", i)
+		}
+	}
+	if err != nil {
+		return errors.New("is not an IP address")
+	}
+	return nil
 }

@@ -572,6 +572,8 @@ func TestSendSMSInvalidRequest(t *testing.T) {
 		{"unknown channel", genauth.SendSMSRequest{Channel: "CHANNEL_NOPE", PhoneNumber: testPhone}},
 		{"bad lang", genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone, Lang: "fr"}},
 		{"bad client ip", genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone, ClientIP: "1.2.3.4\r\nX: y"}},
+		{"client ip zone with CR/LF", genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone, ClientIP: "fe80::1%\r\nX: y"}},
+		{"client ip zone forging the header", genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone, ClientIP: "fe80::1%1.2.3.4, 6.6.6.6"}},
 		{"token with newline", genauth.SendSMSRequest{Channel: genauth.ChannelLogin, PhoneNumber: testPhone, AccessToken: testToken + "\n"}},
 	}
 	for _, tt := range tests {

@@ -616,6 +616,8 @@ func TestProcessTaskOutcomes(t *testing.T) {
 		"too big":         `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","x":"` + strings.Repeat("x", MaxPayloadSize) + `"}`,
 		"wrong types":     `{"channel":7,"phoneNumber":["13800138000"]}`,
 		"null":            `null`,
+		"clientIp zone":   `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","clientIp":"fe80::1%1.2.3.4, 6.6.6.6"}`,
+		"clientIp CR/LF":  `{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000","clientIp":"fe80::1%\r\nX-Evil: 1"}`,
 	} {
 		tests = append(tests, handlerCase{
 			name: "invalid: " + name, raw: []byte(raw),

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -108,8 +107,8 @@ func (p Payload) Validate() (Validated, error) {
 		errs = append(errs, fmt.Errorf("phoneNumber: %w", err))
 	}
 	if p.ClientIP != "" {
-		if _, err := netip.ParseAddr(p.ClientIP); err != nil {
-			errs = append(errs, fmt.Errorf("clientIp: %q is not an IP address", echoIP(p.ClientIP)))
+		if err := genauth.CheckClientIP(p.ClientIP); err != nil {
+			errs = append(errs, fmt.Errorf("clientIp: %q %v", echoIP(p.ClientIP), err))
 		}
 	}
 	if p.Lang != "" && !genauth.ValidLang(p.Lang) {
