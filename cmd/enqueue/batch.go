@@ -114,6 +114,9 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		Concurrency: s.Concurrency,
 		Timeout:     s.Timeout,
 		MaxErrors:   s.MaxErrors,
+		// A file's rest is read to count what a stopped run did not
+		// process; standard input may never end.
+		CountUnread: size >= 0,
 		Output: func(r batch.Result) error {
 			b, err := json.Marshal(r)
 			if err != nil {

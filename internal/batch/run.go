@@ -90,6 +90,11 @@ type Config struct {
 	// Output receives every line's Result, in input order, from one
 	// goroutine. An error from it stops the run and is returned. Required.
 	Output func(Result) error
+	// CountUnread makes a run that stops early (MaxErrors, an Output
+	// failure) read the rest of the input, queueing nothing, to count the
+	// lines it did not process (Summary.Unprocessed). For files: on a pipe
+	// the rest may never come.
+	CountUnread bool
 }
 
 func (c Config) withDefaults() Config {
@@ -122,9 +127,17 @@ func (c Config) validate() error {
 	return nil
 }
 
-// Summary counts the lines of a run by status.
+// Summary counts the lines of a run by status. Lines counts the lines
+// that got a result, and only those.
 type Summary struct {
 	Lines, Enqueued, Duplicate, Valid, Invalid, Errors int
+	// Unprocessed counts the lines of input a run that stopped early did
+	// not process and reported nothing for: read but not started when it
+	// stopped, and, with Config.CountUnread, the rest of the input.
+	Unprocessed int
+	// Unread is set when a run stopped before the end of the input and
+	// did not count the rest (Config.CountUnread unset).
+	Unread bool
 	// LastLine is the input line number of the last line reported.
 	LastLine int
 	Elapsed  time.Duration
@@ -148,6 +161,14 @@ func (s Summary) String() string {
 		parts = append(parts, fmt.Sprintf("enqueued %d, duplicate %d", s.Enqueued, s.Duplicate))
 	}
 	parts = append(parts, fmt.Sprintf("invalid %d, error %d", s.Invalid, s.Errors))
+	switch {
+	case s.Unprocessed > 0 && s.Unread:
+		parts = append(parts, fmt.Sprintf("not processed: %d lines and the input after line %d", s.Unprocessed, s.LastLine))
+	case s.Unprocessed > 0:
+		parts = append(parts, fmt.Sprintf("not processed %d", s.Unprocessed))
+	case s.Unread:
+		parts = append(parts, fmt.Sprintf("not processed: the input after line %d", s.LastLine))
+	}
 	return fmt.Sprintf("%s, in %.1fs (%.0f lines/s)", strings.Join(parts, ", "), s.Elapsed.Seconds(), s.Rate())
 }
 
@@ -176,6 +197,8 @@ type job struct {
 type done struct {
 	seq int
 	res Result
+	// skipped: the run stopped before the line was started.
+	skipped bool
 }
 
 // Run reads r to the end, enqueues every valid line and reports each line
@@ -185,8 +208,10 @@ type done struct {
 //
 // Run stops early when ctx ends, when the reader fails, when Output fails
 // or after cfg.MaxErrors failed enqueues; lines already being enqueued are
-// finished and reported (each within cfg.Timeout), later ones are not read,
-// and the error says why. The Summary counts the lines reported.
+// finished and reported (each within cfg.Timeout), lines read but not
+// started are not enqueued, later ones are not read (see
+// Config.CountUnread), and the error says why. The Summary counts the lines
+// reported and those not processed.
 func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -200,7 +225,10 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 		mu         sync.Mutex
 		stopped    bool
 		dispatched int
+		dropped    int   // read but not dispatched; set before readerDone is closed
+		unread     bool  // stopped before the end of the input, rest not counted
 		readErr    error // set before jobs is closed
+		readerDone = make(chan struct{})
 	)
 	slots := make(chan struct{}, cfg.Window)
 	jobs := make(chan job, cfg.Concurrency)
@@ -209,26 +237,48 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 	// The reader runs apart from the collector so that a Read blocked on a
 	// pipe cannot keep Run from returning once it is told to stop.
 	go func() {
-		defer close(jobs)
+		defer close(readerDone)
+		// rest counts the records after a stop, with CountUnread.
+		rest := func(n int) {
+			if !cfg.CountUnread {
+				unread = true
+				dropped = n
+				return
+			}
+			for ctx.Err() == nil {
+				if _, err := r.Read(); err != nil {
+					break
+				}
+				n++
+			}
+			unread = ctx.Err() != nil
+			dropped = n
+		}
 		for seq := 0; ; seq++ {
 			select {
 			case slots <- struct{}{}:
 			case <-runCtx.Done():
 				readErr = context.Cause(runCtx)
+				close(jobs)
+				rest(0)
 				return
 			}
 			rec, err := r.Read()
 			if errors.Is(err, io.EOF) {
+				close(jobs)
 				return
 			}
 			if err != nil {
 				readErr = err
 				stop(err)
+				close(jobs)
 				return
 			}
 			mu.Lock()
 			if stopped {
 				mu.Unlock()
+				close(jobs)
+				rest(1)
 				return
 			}
 			dispatched++
@@ -241,6 +291,11 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
+				if runCtx.Err() != nil {
+					// Not started before the stop: not enqueued, no result.
+					results <- done{seq: j.seq, skipped: true}
+					continue
+				}
 				results <- done{seq: j.seq, res: process(runCtx, cfg, j.rec)}
 			}
 		})
@@ -248,32 +303,37 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 	go func() { wg.Wait(); close(results) }()
 
 	var (
-		sum     Summary
-		pending = map[int]Result{}
-		next    int
-		target  = -1 // lines to report once stopped; -1 while running
-		failure error
+		sum          Summary
+		pending      = map[int]done{}
+		next         int
+		target       = -1 // lines to report once stopped; -1 while running
+		failure      error
+		outputFailed bool // no more results can be written
 	)
 	emit := func(d done) {
-		pending[d.seq] = d.res
+		pending[d.seq] = d
 		for {
-			res, ok := pending[next]
+			d, ok := pending[next]
 			if !ok {
 				return
 			}
 			delete(pending, next)
 			next++
 			<-slots
-			sum.add(res)
-			if failure != nil {
+			if d.skipped || outputFailed {
+				sum.Unprocessed++
 				continue
 			}
+			res := d.res
 			if err := cfg.Output(res); err != nil {
+				outputFailed = true
 				failure = fmt.Errorf("write result: %w", err)
 				stop(failure)
+				sum.Unprocessed++
 				continue
 			}
-			if res.Status == StatusError && cfg.MaxErrors > 0 && sum.Errors >= cfg.MaxErrors {
+			sum.add(res)
+			if failure == nil && res.Status == StatusError && cfg.MaxErrors > 0 && sum.Errors >= cfg.MaxErrors {
 				failure = fmt.Errorf("%w: stopped after %d lines failed to enqueue", ErrTooManyErrors, sum.Errors)
 				stop(failure)
 			}
@@ -295,6 +355,17 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 			stopped = true
 			target = dispatched
 			mu.Unlock()
+		}
+	}
+	if target >= 0 || failure != nil {
+		// Stopped early: the reader has stopped, or is blocked in a Read
+		// of a quiet pipe (then it counts nothing and unread stands).
+		if cfg.CountUnread {
+			<-readerDone
+			sum.Unprocessed += dropped
+			sum.Unread = unread
+		} else {
+			sum.Unread = true
 		}
 	}
 	sum.Elapsed = time.Since(start)

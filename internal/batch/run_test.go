@@ -200,22 +200,41 @@ func TestRunReadsAheadBoundedly(t *testing.T) {
 
 func TestRunStopsAfterMaxErrors(t *testing.T) {
 	t.Parallel()
-	enq := &fakeEnqueuer{EnqueueFunc: func(ctx context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
-		return nil, errors.New("dial tcp: connection refused")
-	}}
-	gen := &genLines{n: 100000}
-	out, got := collect()
-	sum, err := Run(context.Background(), gen, Config{Enqueuer: enq, Output: out, Concurrency: 4, MaxErrors: 10})
-	if !errors.Is(err, ErrTooManyErrors) {
-		t.Fatalf("Run error = %v, want ErrTooManyErrors", err)
-	}
-	// Lines already in flight are reported, later ones not read.
-	if sum.Errors < 10 || len(*got) > 10 || gen.reads.Load() > int64(64*4+1) {
-		t.Fatalf("errors %d, output %d, read %d: want >= 10 errors, 10 reported, at most one window read", sum.Errors, len(*got), gen.reads.Load())
-	}
-	for i, r := range *got {
-		if r.Line != i+2 || r.Status != StatusError {
-			t.Fatalf("result %d = %+v, want line %d error", i, r, i+2)
+	for _, countUnread := range []bool{false, true} {
+		enq := &fakeEnqueuer{EnqueueFunc: func(ctx context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+			return nil, errors.New("dial tcp: connection refused")
+		}}
+		const n = 5000
+		gen := &genLines{n: n}
+		out, got := collect()
+		sum, err := Run(context.Background(), gen, Config{Enqueuer: enq, Output: out, Concurrency: 4, MaxErrors: 10, CountUnread: countUnread})
+		if !errors.Is(err, ErrTooManyErrors) {
+			t.Fatalf("Run error = %v, want ErrTooManyErrors", err)
+		}
+		// Lines already in flight are reported, later ones not read.
+		if sum.Errors < 10 || int(enq.calls.Load()) != len(*got) {
+			t.Fatalf("errors %d, output %d, enqueue calls %d: want >= 10 errors and a result line for every line enqueued", sum.Errors, len(*got), enq.calls.Load())
+		}
+		if !countUnread && gen.reads.Load() > int64(64*4+1) {
+			t.Fatalf("read %d lines after the stop, want at most one window", gen.reads.Load())
+		}
+		// The summary counts the result lines, and says what was left.
+		if sum.Lines != len(*got) || sum.Errors != len(*got) {
+			t.Fatalf("summary %+v counts lines without a result line (%d result lines)", sum, len(*got))
+		}
+		if countUnread && (sum.Lines+sum.Unprocessed != n || sum.Unread) {
+			t.Fatalf("summary %+v: want the %d lines without a result counted", sum, n-sum.Lines)
+		}
+		if !countUnread && !sum.Unread {
+			t.Fatalf("summary %+v: want the unread input said", sum)
+		}
+		if str := sum.String(); !strings.Contains(str, "not processed") {
+			t.Fatalf("summary %q does not say lines were not processed", str)
+		}
+		for i, r := range *got {
+			if r.Line != i+2 || r.Status != StatusError {
+				t.Fatalf("result %d = %+v, want line %d error", i, r, i+2)
+			}
 		}
 	}
 }
@@ -310,6 +329,8 @@ func TestSummaryString(t *testing.T) {
 		{Summary{Lines: 4, Enqueued: 2, Duplicate: 1, Errors: 1, Elapsed: 2 * time.Second}, "enqueued 2, duplicate 1, invalid 0, error 1, in 2.0s (2 lines/s)"},
 		{Summary{Lines: 3, Valid: 2, Invalid: 1, Elapsed: time.Second}, "valid 2, invalid 1, error 0, in 1.0s (3 lines/s)"},
 		{Summary{}, "valid 0, enqueued 0, duplicate 0, invalid 0, error 0, in 0.0s (0 lines/s)"},
+		{Summary{Lines: 10, Errors: 10, Unprocessed: 90, LastLine: 11, Elapsed: time.Second}, "enqueued 0, duplicate 0, invalid 0, error 10, not processed 90, in 1.0s (10 lines/s)"},
+		{Summary{Lines: 10, Errors: 10, Unprocessed: 3, Unread: true, LastLine: 11, Elapsed: time.Second}, "enqueued 0, duplicate 0, invalid 0, error 10, not processed: 3 lines and the input after line 11, in 1.0s (10 lines/s)"},
 	}
 	for _, tt := range tests {
 		if got := tt.s.String(); got != tt.want {
