@@ -62,6 +62,11 @@ func TestIdleConnectionsDoNotStopDelivery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds thousands of connections")
 	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < idleConns+1000 {
+		t.Fatalf("this test holds %d connections and needs RLIMIT_NOFILE of %d or more, has %d (%v): raise it (ulimit -n)",
+			idleConns, idleConns+1000, lim.Cur, err)
+	}
 	srv := redistest.Start(t)
 	fake := genauthtest.NewServer(genauthtest.Options{})
 	t.Cleanup(fake.Close)
@@ -99,20 +104,22 @@ func TestIdleConnectionsDoNotStopDelivery(t *testing.T) {
 
 	addr := waitHTTPAddr(t, logPath, exited)
 
-	// Hold the connections, each after one keep-alive request, as a
-	// careless prober or a hostile client would.
+	// Hold the connections, each after one keep-alive request, as careless
+	// probers or hostile clients would: from a hundred addresses, since
+	// one client alone may hold only an eighth of the listener's cap.
 	var held []net.Conn
 	var mu sync.Mutex
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
-	for range idleConns {
+	for i := range idleConns {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%100))}}
+			c, err := d.Dial("tcp", addr)
 			if err != nil {
 				failed.Add(1)
 				return

@@ -83,6 +83,10 @@ func listenHTTP(set *config.Set, s *settings, log zerolog.Logger) (*httpSurface,
 	return &httpSurface{ln: ln, log: log}, nil
 }
 
+// perClientConns is how many of the listener's connections one client
+// may hold: an eighth, so that a single client cannot keep the probes out.
+func perClientConns(conns int) int { return max(4, conns/8) }
+
 // serve starts answering requests. The probes and /metrics need rdb and m;
 // the UI opens its own connections from the Redis URL. The listener holds
 // at most SMSQ_HTTP_MAX_CONNS connections, fewer when fileLimit (0:
@@ -122,9 +126,10 @@ func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.M
 	}
 	h.srv = ops.NewServer(handler)
 	h.served = make(chan error, 1)
-	ln := netutil.LimitListener(h.ln, conns)
+	ln := netutil.LimitListener(ops.LimitPerClient(h.ln, perClientConns(conns)), conns)
 	go func() { h.served <- h.srv.Serve(ln) }()
-	ev := h.log.Info().Str("http_addr", h.Addr()).Int("http_max_conns", conns).Bool("ui", h.ui != nil)
+	ev := h.log.Info().Str("http_addr", h.Addr()).Int("http_max_conns", conns).
+		Int("http_max_conns_per_client", perClientConns(conns)).Bool("ui", h.ui != nil)
 	if h.ui != nil {
 		ev.Str("ui_url", "http://"+h.Addr()+ops.DefaultUIPath+"/").Bool("ui_writable", s.UIWritable).Bool("ui_auth", s.UIUser != "")
 	}

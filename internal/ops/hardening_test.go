@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -343,4 +345,72 @@ func authFailures(t *testing.T, reg *prometheus.Registry, result string) float64
 	}
 	t.Fatalf("no smsq_ui_auth_failures_total{result=%q} in the registry", result)
 	return 0
+}
+
+// TestLimitPerClient: one client may hold only so many connections; past
+// that its new ones are closed at once, another client's are served, and a
+// closed connection gives its place back.
+func TestLimitPerClient(t *testing.T) {
+	t.Parallel()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := LimitPerClient(inner, 2)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	addr := inner.Addr().String()
+	dialFrom := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closedByServer := func(c net.Conn) bool {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	waitAccepted := func(n int) []net.Conn {
+		t.Helper()
+		var got []net.Conn
+		for range n {
+			select {
+			case c := <-accepted:
+				got = append(got, c)
+			case <-time.After(2 * time.Second):
+				t.Fatalf("accepted %d connections, want %d", len(got), n)
+			}
+		}
+		return got
+	}
+
+	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
+	held := waitAccepted(2)
+	a3 := dialFrom("127.0.0.1")
+	if !closedByServer(a3) {
+		t.Fatal("a third connection from one client was kept, want it closed at once")
+	}
+	if closedByServer(a1) || closedByServer(a2) {
+		t.Fatal("the client's first two connections were closed")
+	}
+	dialFrom("127.0.0.2")
+	waitAccepted(1)
+	held[0].Close()
+	dialFrom("127.0.0.1")
+	waitAccepted(1)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -67,4 +68,60 @@ func IsLoopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// LimitPerClient closes at once each connection from a client (an IPv4
+// address or an IPv6 /64) that already holds n open ones, so that one
+// client cannot take every connection a capped listener allows and keep
+// the probes out. Put it under netutil.LimitListener: a connection it
+// closes never counts against the cap, and holds a file only for the
+// moment it takes to close.
+func LimitPerClient(ln net.Listener, n int) net.Listener {
+	return &perClientListener{Listener: ln, max: n, open: make(map[netip.Prefix]int)}
+}
+
+type perClientListener struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[netip.Prefix]int
+}
+
+func (l *perClientListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := clientPrefix(c.RemoteAddr().String())
+		l.mu.Lock()
+		if l.open[key] >= l.max {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.open[key]++
+		l.mu.Unlock()
+		return &clientConn{Conn: c, l: l, key: key}, nil
+	}
+}
+
+// clientConn gives its client's place back when closed, once.
+type clientConn struct {
+	net.Conn
+	l    *perClientListener
+	key  netip.Prefix
+	once sync.Once
+}
+
+func (c *clientConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		defer c.l.mu.Unlock()
+		if c.l.open[c.key]--; c.l.open[c.key] <= 0 {
+			delete(c.l.open, c.key)
+		}
+	})
+	return err
 }
