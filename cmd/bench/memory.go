@@ -218,30 +218,22 @@ func (b *bench) memoryPhase(ctx context.Context) (memoryFigures, error) {
 	if err != nil {
 		return f, err
 	}
-	// A reservation still there (its TTL restarted late) is measured and
-	// left out, so that the figure is what retention alone keeps.
-	var resvKeys, resvBytes int64
-	for kind, kk := range scan.kinds {
-		if !strings.HasPrefix(kind, reservationPrefix) {
-			continue
-		}
-		var sum int64
-		for _, k := range scan.samples[kind] {
-			v, err := b.memoryUsage(ctx, k)
-			if err != nil {
-				return f, err
-			}
-			sum += v
-		}
-		resvKeys += kk.Keys
-		resvBytes += sum * kk.Keys / int64(len(scan.samples[kind]))
-	}
-	f.ReservationsLeft = int(resvKeys)
-	f.RetainedBytesPerTask = float64(retained-base-resvBytes) / float64(n)
-	f.KeysPerTask = float64(scan.total-baseKeys-resvKeys) / float64(n)
 	if f.Keys, err = b.measureKinds(ctx, scan, n); err != nil {
 		return f, err
 	}
+	// A reservation still there (its TTL restarted late) is measured and
+	// left out, so that the figure is what retention alone keeps.
+	var resvKeys int64
+	var resvBytes float64
+	for _, k := range f.Keys {
+		if strings.HasPrefix(k.Kind, reservationPrefix) {
+			resvKeys += k.Keys
+			resvBytes += k.BytesPerTask * float64(n)
+		}
+	}
+	f.ReservationsLeft = int(resvKeys)
+	f.RetainedBytesPerTask = (float64(retained-base) - resvBytes) / float64(n)
+	f.KeysPerTask = float64(scan.total-baseKeys-resvKeys) / float64(n)
 	return f, b.reset(ctx)
 }
 
