@@ -163,6 +163,7 @@ type taskView struct {
 	APICode       int       `json:"apiCode,omitempty"`
 	Message       string    `json:"message,omitempty"`
 	RequestID     string    `json:"requestId,omitempty"`
+	Rule          string    `json:"rule,omitempty"`
 	SendBy        time.Time `json:"sendBy,omitzero"`
 	Sandbox       bool      `json:"sandbox,omitempty"`
 }
@@ -175,6 +176,7 @@ func newTaskView(e history.Entry) taskView {
 		v.Reason, v.Holder, v.ReservedForMS, v.RetryInMS = r.Reason, r.Holder, r.ReservedForMS, r.RetryInMS
 		v.HTTPStatus, v.StatusCode, v.APICode = r.HTTPStatus, r.StatusCode, r.APICode
 		v.Message, v.RequestID, v.SendBy, v.Sandbox = r.Message, r.RequestID, r.SendBy, r.Sandbox
+		v.Rule = r.Rule
 	}
 	return v
 }
@@ -233,6 +235,10 @@ func (v taskView) text(w io.Writer, now time.Time, indent string) {
 			parts = append(parts, "requestId "+v.RequestID)
 		}
 		fmt.Fprintf(w, "%sgenauth: %s\n", in, strings.Join(parts, ", "))
+	}
+	if v.Rule != "" {
+		// What smsq made of the answer, in SMSQ_CLASSIFY's form.
+		fmt.Fprintf(w, "%srule: %s\n", in, v.Rule)
 	}
 }
 

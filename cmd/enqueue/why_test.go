@@ -121,11 +121,13 @@ func TestWhy(t *testing.T) {
 			"none on the other 10 channels",
 			"failed (final)  task why-3  CHANNEL_REGISTER  queue default  attempt 1",
 			"genauth: HTTP 200, statusCode 400, apiCode 12004, message \"Invalid argument\"",
+			"rule: default statusCode:400=permanent",
 			"requestId " + failedRes.RequestID,
 			"deduplicated (final)  task why-2  CHANNEL_LOGIN  queue critical",
 			"reservation: held by task why-1",
 			"sent (final)  task why-1  CHANNEL_LOGIN",
 			"genauth: HTTP 200, statusCode 200",
+			"rule: default statusCode:200=sent",
 			"requestId " + sentRes.RequestID,
 		} {
 			if !strings.Contains(r.stdout, want) {
