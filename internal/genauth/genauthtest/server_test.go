@@ -170,6 +170,21 @@ var officialHeaderSets = []struct {
 		"x-authing-sdk-version": "authing-golang-sdk:3.0.0",
 		"x-authing-app-id":      DefaultAppID,
 	}},
+	{"Java SDK v3 (OkHttp)", "x-authing-", map[string]string{
+		"Content-Type":           "application/json; charset=utf-8",
+		"User-Agent":             "okhttp/4.9.3",
+		"x-authing-request-from": "sdk",
+		"x-authing-sdk-version":  "java:3.0.0",
+		"x-authing-app-id":       DefaultAppID,
+	}},
+	{"Authing Python SDK (requests)", "x-authing-", map[string]string{
+		"Content-Type":           "application/json",
+		"User-Agent":             "python-requests/2.31.0",
+		"x-authing-sdk-version":  "python:5.0.0",
+		"x-authing-request-from": "sdk",
+		"x-authing-app-id":       DefaultAppID,
+		"x-authing-lang":         "en-US",
+	}},
 	{"GenAuth Node SDK (axios)", "x-genauth-", map[string]string{
 		"Content-Type":           "application/json",
 		"Accept":                 "application/json, text/plain, */*",
