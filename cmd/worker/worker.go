@@ -31,6 +31,10 @@ const (
 	embeddedRedisAdr = "127.0.0.1:6379"
 )
 
+// pendingFlushTimeout bounds the last try, at shutdown, to write outcomes
+// the handler kept while Redis refused them.
+const pendingFlushTimeout = 5 * time.Second
+
 // settings is the worker's configuration.
 type settings struct {
 	RedisURL        string
@@ -302,6 +306,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info().Msg("shutting down: waiting for running tasks")
 	web.setRunning(false)
 	w.shutdown()
+	// Outcomes kept for want of Redis get a last chance; each one still
+	// unwritten is logged.
+	fctx, cancel := context.WithTimeout(context.Background(), pendingFlushTimeout)
+	handler.FlushPending(fctx)
+	cancel()
 	log.Info().Msg("worker stopped")
 	return nil
 }

@@ -152,6 +152,8 @@ type Handler struct {
 	recorder withRecorder
 	// sleep waits for a send token; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
+	// pending keeps definite outcomes Redis refused (see pending.go).
+	pending *pendingStore
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -198,6 +200,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
 		log: log, observer: cfg.Observer, now: cfg.Now, sandbox: cfg.Sandbox,
 		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
+		pending: &pendingStore{every: pendingEvery, now: cfg.Now},
 	}
 	m, ok1 := cfg.Reservations.(sentMarker)
 	r, ok2 := cfg.Journal.(withRecorder)
@@ -296,6 +299,18 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.phoneHash = h.resv.PhoneHash(a.v.Phone.E164)
 	a.log = a.log.With().Str("channel", a.res.Channel).Str("phone", a.res.Phone).Logger()
 
+	if h.pending.size() > 0 {
+		// Outcomes this worker keeps for want of Redis go first, so that
+		// a redelivery of their task reads them instead of stale state.
+		bctx, cancel := bookkeeping(ctx)
+		h.pending.flush(bctx)
+		cancel()
+		if h.pending.holds(a.id) {
+			err := errors.New("the outcome of an earlier attempt of this task is not recorded yet")
+			a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
+			return h.bail(ctx, a, err)
+		}
+	}
 	if done, err := h.begin(ctx, a); done {
 		return err
 	}
@@ -612,33 +627,29 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	// Every attempt is journalled; only an invalid payload (always final)
 	// has no phone to index it by.
-	var markErr func() error
-	var jerr error
 	e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
 	if a.collided {
 		e.Collision = a.ident.Hash
 	}
-	switch {
-	case a.markSent && h.recorder != nil:
-		// The sent mark rides in the journal's round trip, ahead of it.
-		jerr = h.recorder.RecordWith(bctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
-			markErr = h.marker.MarkSentIn(bctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
-		})
-	case a.markSent:
-		h.markSent(ctx, a)
-		fallthrough
-	default:
-		jerr = h.journal.Record(bctx, a.phoneHash, e, unknownAttempt)
-	}
+	jerr, markErr := h.writeRecord(bctx, a, e, unknownAttempt)
 	if markErr != nil {
-		if err := markErr(); err != nil {
-			a.log.Warn().Err(err).Msg("cannot mark reservation sent")
-		}
+		a.log.Warn().Err(markErr).Msg("cannot mark reservation sent")
 	}
 	var recErr error
 	if written != nil {
 		if err := <-written; err != nil {
 			recErr = fmt.Errorf("write task result: %w", err)
+		}
+	}
+	if jerr != nil && (a.markSent || final && a.res.Class != "") {
+		// GenAuth gave a definite answer: keep it until Redis takes it
+		// rather than let the task run again on stale state (see
+		// pending.go).
+		jerr = h.keep(ctx, a, e, unknownAttempt, jerr)
+		if jerr == nil && recErr != nil && ctx.Err() == nil {
+			if _, err := a.task.ResultWriter().Write(data); err == nil {
+				recErr = nil
+			}
 		}
 	}
 	if recErr == nil {
@@ -699,11 +710,54 @@ func event(a *attempt, outcome string) *zerolog.Event {
 	}
 }
 
-func (h *Handler) markSent(ctx context.Context, a *attempt) {
-	bctx, cancel := bookkeeping(ctx)
-	defer cancel()
-	if err := h.resv.MarkSent(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
-		a.log.Warn().Err(err).Msg("cannot mark reservation sent")
+// writeRecord writes an attempt's journal entry and, when the attempt asks
+// for it, the reservation's sent mark: in one round trip when both use the
+// same Redis. jerr is the journal's error, markErr the mark's.
+func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool) (jerr, markErr error) {
+	switch {
+	case a.markSent && h.recorder != nil:
+		// The sent mark rides in the journal's round trip, ahead of it.
+		var mark func() error
+		jerr = h.recorder.RecordWith(ctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
+			mark = h.marker.MarkSentIn(ctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
+		})
+		if mark != nil {
+			markErr = mark()
+		}
+	case a.markSent:
+		markErr = h.resv.MarkSent(ctx, a.v.Phone.E164, string(a.v.Channel), a.id)
+		jerr = h.journal.Record(ctx, a.phoneHash, e, unknownAttempt)
+	default:
+		jerr = h.journal.Record(ctx, a.phoneHash, e, unknownAttempt)
+	}
+	return jerr, markErr
+}
+
+// keep holds a definite outcome that Redis refused (first error cause) in
+// the pending store and waits until it is written or the task's context
+// ends; it returns nil once written. The sent mark is written again with
+// it; a reservation that expired meanwhile needs no mark.
+func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, cause error) error {
+	w := h.pending.add(a.id, e.Outcome, a.log, func(ctx context.Context) error {
+		jerr, markErr := h.writeRecord(ctx, a, e, unknownAttempt)
+		if jerr == nil && markErr != nil && !errors.Is(markErr, dedupe.ErrNotOwner) {
+			// The journal, which tells a redelivery the task is done, is
+			// written; the mark is only for other tasks of the pair, and
+			// the reservation outlasts GenAuth's own window anyway.
+			a.log.Warn().Err(markErr).Msg("cannot mark reservation sent")
+		}
+		return jerr
+	})
+	if w == nil {
+		return fmt.Errorf("%w (too many outcomes already waiting for Redis)", cause)
+	}
+	a.log.Warn().Err(cause).Str("outcome", e.Outcome).
+		Msg("cannot record outcome; keeping it and writing it as soon as Redis takes writes")
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("outcome %s kept in this worker, not yet recorded: %w", e.Outcome, cause)
 	}
 }
 

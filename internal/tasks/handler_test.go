@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -707,17 +708,193 @@ func TestProcessTaskBookkeepingErrors(t *testing.T) {
 			t.Fatalf("GenAuth calls = %d, want 0", len(sender.calls()))
 		}
 	})
-	t.Run("final record", func(t *testing.T) {
+	t.Run("final record without a call", func(t *testing.T) {
 		t.Parallel()
+		// Past its deadline: nothing was asked of GenAuth, so a rerun
+		// decides the same again.
 		journal := &fakeJournal{RecordFunc: func(context.Context, string, history.Entry, bool) error { return boom }}
 		h, err := NewHandler(HandlerConfig{Sender: &fakeSender{}, Reservations: &fakeReserver{}, Journal: journal,
-			Now: func() time.Time { return testEnqueued.Add(time.Second) }})
+			Now: func() time.Time { return testEnqueued.Add(time.Hour) }})
 		if err != nil {
 			t.Fatal(err)
 		}
 		err = h.processTask(context.Background(), newTestTask(t, nil), taskMeta{id: "task-1", maxRetry: 5})
 		if !errors.Is(err, boom) {
 			t.Fatalf("error = %v, want the Record error so that the task runs again", err)
+		}
+		if h.pending.size() != 0 {
+			t.Fatalf("%d outcomes kept, want none", h.pending.size())
+		}
+	})
+}
+
+// downJournal is a fakeJournal whose writes fail while down is set, and
+// whose Begin reads back the final outcome written, as history.Store does.
+type downJournal struct {
+	fakeJournal
+	down    atomic.Bool
+	mu      sync.Mutex
+	written []history.Entry
+}
+
+func newDownJournal(boom error, begin bool) *downJournal {
+	j := &downJournal{}
+	j.RecordFunc = func(_ context.Context, _ string, e history.Entry, _ bool) error {
+		if j.down.Load() {
+			return boom
+		}
+		j.mu.Lock()
+		j.written = append(j.written, e)
+		j.mu.Unlock()
+		return nil
+	}
+	if !begin {
+		return j
+	}
+	j.BeginFunc = func(_ context.Context, _ string, now time.Time) (history.Begun, error) {
+		if j.down.Load() {
+			return history.Begun{}, boom
+		}
+		b := history.Begun{Attempt: 1, FirstSeen: now}
+		if n := j.finalSent(); n > 0 {
+			b.Outcome = OutcomeSent
+		}
+		return b, nil
+	}
+	return j
+}
+
+// finalSent counts the final sent entries written.
+func (j *downJournal) finalSent() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for _, e := range j.written {
+		if e.Final && e.Outcome == OutcomeSent {
+			n++
+		}
+	}
+	return n
+}
+
+// TestProcessTaskKeepsDefiniteOutcomes: GenAuth accepted the send but Redis
+// refuses the journal entry and the sent mark. The handler must keep the
+// outcome and write it once Redis takes writes, never let the task run
+// again on state that does not know of the send, and never call GenAuth a
+// second time.
+func TestProcessTaskKeepsDefiniteOutcomes(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("OOM command not allowed when used memory > 'maxmemory'")
+	newHandler := func(t *testing.T, journal Journal, sender *fakeSender, resv *fakeReserver, every time.Duration) *Handler {
+		h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: journal,
+			Now: func() time.Time { return testEnqueued.Add(time.Second) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.pending.every = every
+		return h
+	}
+	meta := taskMeta{id: "task-1", maxRetry: DefaultMaxRetry}
+	// endsAfterSend is a sender whose call succeeds as Redis fills up and
+	// the task's context ends (its timeout, say) before the record.
+	endsAfterSend := func(journal *downJournal) (*fakeSender, context.Context) {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		return &fakeSender{SendSMSFunc: func(context.Context, genauth.SendSMSRequest) (*genauth.Response, error) {
+			journal.down.Store(true)
+			cancel()
+			return &genauth.Response{HTTPStatus: 200, StatusCode: 200}, nil
+		}}, ctx
+	}
+
+	t.Run("written while the task is held", func(t *testing.T) {
+		t.Parallel()
+		journal, sender, resv := newDownJournal(boom, false), &fakeSender{}, &fakeReserver{}
+		journal.down.Store(true) // after the attempt opened
+		h := newHandler(t, journal, sender, resv, 5*time.Millisecond)
+		time.AfterFunc(100*time.Millisecond, func() { journal.down.Store(false) })
+		start := time.Now()
+		if err := h.processTask(context.Background(), newTestTask(t, nil), meta); err != nil {
+			t.Fatalf("error = %v, want nil: the send is recorded once Redis takes writes", err)
+		}
+		if time.Since(start) < 100*time.Millisecond {
+			t.Fatalf("returned before Redis took the write")
+		}
+		if journal.finalSent() != 1 || h.pending.size() != 0 {
+			t.Fatalf("final sent entries %d, kept %d; want 1 written, none kept", journal.finalSent(), h.pending.size())
+		}
+		if got := resv.ops(); len(got) < 3 || got[0] != "acquire" || slices.ContainsFunc(got[1:], func(op string) bool { return op != "markSent" }) {
+			t.Fatalf("reservation ops %q, want the sent mark written again with each try of the entry, nothing else", got)
+		}
+		if len(sender.calls()) != 1 {
+			t.Fatalf("GenAuth calls %d, want 1", len(sender.calls()))
+		}
+	})
+
+	t.Run("kept past the task's context", func(t *testing.T) {
+		t.Parallel()
+		journal, resv := newDownJournal(boom, true), &fakeReserver{}
+		sender, ctx := endsAfterSend(journal)
+		// Only the redelivery may write the kept outcome here.
+		h := newHandler(t, journal, sender, resv, time.Hour)
+		err := h.processTask(ctx, newTestTask(t, nil), meta)
+		if !errors.Is(err, boom) || errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("error = %v, want the Record error (asynq has taken the task back)", err)
+		}
+		if !h.pending.holds("task-1") {
+			t.Fatal("the sent outcome is not kept")
+		}
+		// A redelivery while Redis still refuses writes acts on nothing.
+		if err := h.processTask(context.Background(), newTestTask(t, nil), meta); err == nil {
+			t.Fatal("redelivery with its outcome still kept: error nil, want a retry")
+		}
+		if len(sender.calls()) != 1 {
+			t.Fatalf("GenAuth calls %d, want 1", len(sender.calls()))
+		}
+		// Redis is back: the redelivery writes the kept outcome first and
+		// finds the task finished.
+		journal.down.Store(false)
+		if err := h.processTask(context.Background(), newTestTask(t, nil), meta); err != nil {
+			t.Fatalf("redelivery after Redis returned: error = %v, want nil", err)
+		}
+		if len(sender.calls()) != 1 || journal.finalSent() != 1 {
+			t.Fatalf("GenAuth calls %d, final sent entries %d; want 1 and 1", len(sender.calls()), journal.finalSent())
+		}
+	})
+
+	t.Run("written by the flusher", func(t *testing.T) {
+		t.Parallel()
+		journal := newDownJournal(boom, false)
+		sender, ctx := endsAfterSend(journal)
+		h := newHandler(t, journal, sender, &fakeReserver{}, 5*time.Millisecond)
+		_ = h.processTask(ctx, newTestTask(t, nil), meta)
+		if h.pending.size() != 1 {
+			t.Fatalf("kept %d outcomes, want 1", h.pending.size())
+		}
+		journal.down.Store(false)
+		deadline := time.Now().Add(5 * time.Second)
+		for h.pending.size() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if h.pending.size() != 0 || journal.finalSent() != 1 {
+			t.Fatalf("kept %d, final sent entries %d; want the flusher to write it", h.pending.size(), journal.finalSent())
+		}
+	})
+
+	t.Run("shutdown reports what it could not write", func(t *testing.T) {
+		t.Parallel()
+		journal := newDownJournal(boom, false)
+		sender, ctx := endsAfterSend(journal)
+		h := newHandler(t, journal, sender, &fakeReserver{}, 5*time.Millisecond)
+		_ = h.processTask(ctx, newTestTask(t, nil), meta)
+		fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer fcancel()
+		if left := h.FlushPending(fctx); left != 1 {
+			t.Fatalf("FlushPending left %d, want 1", left)
+		}
+		journal.down.Store(false)
+		if left := h.FlushPending(context.Background()); left != 0 || journal.finalSent() != 1 {
+			t.Fatalf("FlushPending left %d, final sent %d; want 0 and 1", left, journal.finalSent())
 		}
 	})
 }
