@@ -71,6 +71,8 @@ type options struct {
 	sendBy time.Time
 	ttl    time.Duration
 	onHeld string
+	// anyQueue skips the served-queue check (AllowUnservedQueue).
+	anyQueue bool
 }
 
 // Option changes how a request is queued.
@@ -81,7 +83,8 @@ type Option func(*options)
 func WithIdempotencyKey(key string) Option { return func(o *options) { o.key = key } }
 
 // WithQueue overrides the queue chosen by channel (critical for login and
-// MFA verification, default otherwise).
+// MFA verification, default otherwise). Send refuses a queue outside the
+// client's served queues (WithServedQueues, AllowUnservedQueue).
 func WithQueue(q string) Option { return func(o *options) { o.queue = q } }
 
 // WithDelay sends no earlier than d from now.
@@ -108,23 +111,29 @@ type Client struct {
 	rdb redis.UniversalClient
 	own bool
 	now func() time.Time
+	// served are the queues workers serve; Send refuses others.
+	served []string
 }
 
 // NewClient connects to the Redis at redisURL (see README for URL forms).
-func NewClient(redisURL string) (*Client, error) {
+func NewClient(redisURL string, opts ...ClientOption) (*Client, error) {
 	rdb, err := redisconn.Open(redisURL, redisconn.Options{DialTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	c := NewClientFromRedis(rdb)
+	c := NewClientFromRedis(rdb, opts...)
 	c.own = true
 	return c, nil
 }
 
 // NewClientFromRedis uses an existing go-redis client, which the caller
 // keeps and closes.
-func NewClientFromRedis(rdb redis.UniversalClient) *Client {
-	return &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, now: time.Now}
+func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client {
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, now: time.Now, served: DefaultServedQueues()}
+	for _, opt := range opts {
+		opt(c)
+	}
+	return c
 }
 
 // Close releases the connection if NewClient opened it.
@@ -177,11 +186,14 @@ func Prepare(req Request, now time.Time, opts ...Option) (*asynq.Task, tasks.Val
 }
 
 // Send validates req and queues it. The returned error wraps
-// ErrInvalidRequest for bad input and ErrDuplicate for a reused
-// idempotency key.
+// ErrInvalidRequest for bad input (with ErrUnservedQueue for a queue no
+// worker serves) and ErrDuplicate for a reused idempotency key.
 func (c *Client) Send(ctx context.Context, req Request, opts ...Option) (Receipt, error) {
 	t, v, err := Prepare(req, c.now(), opts...)
 	if err != nil {
+		return Receipt{}, err
+	}
+	if err := c.checkServed(v, opts); err != nil {
 		return Receipt{}, err
 	}
 	info, err := c.c.EnqueueContext(ctx, t)

@@ -31,6 +31,7 @@ type batchSettings struct {
 	MaxErrors    int
 	Timeout      time.Duration
 	Stats        bool
+	AnyQueue     bool
 }
 
 func bindBatch(set *config.Set, s *batchSettings) {
@@ -43,6 +44,7 @@ func bindBatch(set *config.Set, s *batchSettings) {
 	set.Int(&s.MaxErrors, "max-errors", "", batch.DefaultMaxErrors, "stop after this many lines fail to enqueue; -1 for no limit")
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up on Redis (first contact, and each line) after this")
 	set.Bool(&s.Stats, "stats", "", false, "print the peak memory (resident set) at the end")
+	set.Bool(&s.AnyQueue, "allow-unserved-queue", "", false, "accept lines for queues no live worker serves (for workers yet to start); a dry run checks against the default queues")
 }
 
 // maxBatchConcurrency bounds --concurrency: each line in flight holds a
@@ -117,6 +119,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		// A file's rest is read to count what a stopped run did not
 		// process; standard input may never end.
 		CountUnread: size >= 0,
+		AnyQueue:    s.AnyQueue,
 		Output: func(r batch.Result) error {
 			b, err := json.Marshal(r)
 			if err != nil {
@@ -142,6 +145,11 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		// The asynq client shares rdb, whose pool is sized for the workers;
 		// closing rdb releases it.
 		cfg.Enqueuer = asynq.NewClientFromRedisClient(rdb)
+		served, err := liveServed(rdb)
+		if err != nil {
+			return err
+		}
+		cfg.Served = served.names
 	}
 
 	// The results file is created only once Redis answered, so that a

@@ -31,6 +31,7 @@ type single struct {
 	SendWithin     time.Duration
 	Defer          bool
 	Timeout        time.Duration
+	AnyQueue       bool
 }
 
 func bindSingle(set *config.Set, s *single) {
@@ -45,6 +46,7 @@ func bindSingle(set *config.Set, s *single) {
 	set.Duration(&s.Delay, "delay", "", 0, "send no earlier than this from now")
 	set.Duration(&s.SendWithin, "send-within", "", 0, "deadline after which the code is not sent (default 5m after it is due)")
 	set.Bool(&s.Defer, "defer", "", false, "when an earlier code's window is open, wait for it and send, instead of deduplicating")
+	set.Bool(&s.AnyQueue, "allow-unserved-queue", "", false, "queue even when no live worker serves the queue (for a worker yet to start)")
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up when Redis does not answer within this")
 }
 
@@ -128,9 +130,17 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
-	rc, err := smsq.NewClientFromRedis(rdb).Send(ctx, req, opts...)
+	// A queue no live worker serves would hold the task forever.
+	served, err := liveServed(rdb)
 	if err != nil {
 		return err
+	}
+	if s.AnyQueue {
+		opts = append(opts, smsq.AllowUnservedQueue())
+	}
+	rc, err := smsq.NewClientFromRedis(rdb, smsq.WithServedQueues(served.names...)).Send(ctx, req, opts...)
+	if err != nil {
+		return served.unservedError(err)
 	}
 	fmt.Fprintln(stdout, rc.TaskID)
 	fmt.Fprintf(stderr, "queued %s for %s in queue %s, send by %s\n", rc.Channel, rc.Phone, rc.Queue, rc.SendBy.Format(time.RFC3339))

@@ -95,6 +95,13 @@ type Config struct {
 	// lines it did not process (Summary.Unprocessed). For files: on a pipe
 	// the rest may never come.
 	CountUnread bool
+	// Served are the queues workers serve: a line for another queue is
+	// invalid, since its task would wait forever. Default
+	// smsq.DefaultServedQueues.
+	Served []string
+	// AnyQueue accepts lines for queues outside Served, for workers that
+	// will serve them but do not yet.
+	AnyQueue bool
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +116,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxErrors == 0 {
 		c.MaxErrors = DefaultMaxErrors
+	}
+	if c.Served == nil {
+		c.Served = smsq.DefaultServedQueues()
 	}
 	return c
 }
@@ -396,6 +406,12 @@ func process(ctx context.Context, cfg Config, rec Record) Result {
 	res.Queue = rec.Queue
 	if res.Queue == "" {
 		res.Queue = tasks.QueueFor(v.Channel)
+	}
+	if !cfg.AnyQueue {
+		if err := smsq.CheckServed(res.Queue, cfg.Served); err != nil {
+			res.Status, res.Reason = StatusInvalid, strings.TrimPrefix(err.Error(), smsq.ErrInvalidRequest.Error()+": ")
+			return res
+		}
 	}
 	if cfg.Enqueuer == nil {
 		res.Status = StatusValid

@@ -407,3 +407,49 @@ func TestRunRefusesPhonesInKeysAndQueues(t *testing.T) {
 		}
 	}
 }
+
+// A line for a queue no worker serves is invalid and never enqueued;
+// AnyQueue lets it through for a worker yet to come.
+func TestRunRefusesUnservedQueues(t *testing.T) {
+	t.Parallel()
+	in := "channel,phone,queue\n" +
+		"CHANNEL_LOGIN,+8613800138000,Critical\n" +
+		"CHANNEL_LOGIN,+8613800138000,bulk\n" +
+		"CHANNEL_LOGIN,+8613800138000,\n" +
+		"CHANNEL_REGISTER,+8613800138000,\n"
+	for _, tc := range []struct {
+		cfg  Config
+		want []Status
+	}{
+		{Config{}, []Status{StatusInvalid, StatusInvalid, StatusEnqueued, StatusEnqueued}},
+		{Config{Served: []string{"bulk", "critical"}}, []Status{StatusInvalid, StatusEnqueued, StatusEnqueued, StatusInvalid}},
+		{Config{AnyQueue: true}, []Status{StatusEnqueued, StatusEnqueued, StatusEnqueued, StatusEnqueued}},
+	} {
+		var calls atomic.Int32
+		enq := &fakeEnqueuer{EnqueueFunc: func(_ context.Context, task *asynq.Task) (*asynq.TaskInfo, error) {
+			calls.Add(1)
+			return &asynq.TaskInfo{ID: "x", Queue: "q"}, nil
+		}}
+		out, got := collect()
+		cfg := tc.cfg
+		cfg.Enqueuer, cfg.Output, cfg.Concurrency = enq, out, 1
+		if _, err := Run(context.Background(), csvReader(t, in), cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		enqueued := 0
+		for i, r := range *got {
+			if r.Status != tc.want[i] {
+				t.Errorf("served %v, any %v: line %d = %+v, want %s", cfg.Served, cfg.AnyQueue, r.Line, r, tc.want[i])
+			}
+			if r.Status == StatusInvalid && !strings.Contains(r.Reason, "no worker serves this queue (served: ") {
+				t.Errorf("line %d: reason %q does not say which queues are served", r.Line, r.Reason)
+			}
+			if r.Status == StatusEnqueued {
+				enqueued++
+			}
+		}
+		if int(calls.Load()) != enqueued {
+			t.Errorf("%d enqueues for %d enqueued lines", calls.Load(), enqueued)
+		}
+	}
+}
