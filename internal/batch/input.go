@@ -237,7 +237,7 @@ type CSVReader struct {
 // are accepted too. channel and phone are required; an unknown or repeated
 // column is an error wrapping ErrHeader that names it.
 func NewCSVReader(r io.Reader) (*CSVReader, error) {
-	cr := csv.NewReader(r)
+	cr := csv.NewReader(newCapReader(r, MaxLineBytes))
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
@@ -245,6 +245,9 @@ func NewCSVReader(r io.Reader) (*CSVReader, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHeader, err)
+	}
+	if len(header) == 1 && header[0] == tooLongMarker {
+		return nil, fmt.Errorf("%w: the header row is longer than %d bytes", ErrHeader, MaxLineBytes)
 	}
 	header[0] = strings.TrimPrefix(header[0], string(bom))
 	cols := make([]field, len(header))
@@ -281,8 +284,8 @@ func NewCSVReader(r io.Reader) (*CSVReader, error) {
 	return &CSVReader{r: cr, cols: cols}, nil
 }
 
-// Read returns the next row. A row with the wrong number of fields or bad
-// quoting is returned as a Record with Err set.
+// Read returns the next row. A row with the wrong number of fields, bad
+// quoting or more than MaxLineBytes is returned as a Record with Err set.
 func (c *CSVReader) Read() (Record, error) {
 	row, err := c.r.Read()
 	if errors.Is(err, io.EOF) {
@@ -291,9 +294,12 @@ func (c *CSVReader) Read() (Record, error) {
 	var perr *csv.ParseError
 	if errors.As(err, &perr) {
 		rec := Record{Line: perr.StartLine}
-		if errors.Is(err, csv.ErrFieldCount) {
+		switch {
+		case len(row) == 1 && row[0] == tooLongMarker:
+			rec.Err = fmt.Errorf("record longer than %d bytes", MaxLineBytes)
+		case errors.Is(err, csv.ErrFieldCount):
 			rec.Err = fmt.Errorf("%d fields, the header has %d", len(row), len(c.cols))
-		} else {
+		default:
 			rec.Err = perr.Err
 		}
 		return rec, nil
@@ -315,8 +321,9 @@ func (c *CSVReader) Read() (Record, error) {
 	return rec, nil
 }
 
-// MaxLineBytes bounds one JSON Lines line; a longer line is reported
-// invalid and skipped.
+// MaxLineBytes bounds one JSON Lines line and one CSV record (which may
+// span lines inside quotes); a longer one is reported invalid and skipped,
+// without holding it in memory.
 const MaxLineBytes = 64 << 10
 
 // JSONLReader reads one JSON object per line. Keys are the task payload's
