@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -50,4 +51,40 @@ func (s servedQueues) unservedError(err error) error {
 		return err
 	}
 	return usageError{fmt.Errorf("%w; %s; --allow-unserved-queue queues it for a worker yet to serve it", err, s.source)}
+}
+
+// asynq's key layout (internal/base in asynq): the set of every queue
+// name, and one hash per task.
+const asynqQueuesKey = "asynq:queues"
+
+func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
+// queuesHolding returns the queues other than skip that hold a task with
+// this ID: a task can be in any queue (a raw producer's, or one no worker
+// serves), and why must find it without being told where. One pipelined
+// EXISTS per known queue, in batches.
+func queuesHolding(ctx context.Context, rdb redis.UniversalClient, id string, skip []string) ([]string, error) {
+	names, err := rdb.SMembers(ctx, asynqQueuesKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list the queues: %w", err)
+	}
+	names = slices.DeleteFunc(names, func(q string) bool { return slices.Contains(skip, q) })
+	slices.Sort(names)
+	var out []string
+	for chunk := range slices.Chunk(names, 500) {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(chunk))
+		for i, q := range chunk {
+			cmds[i] = pipe.Exists(ctx, asynqTaskKey(q, id))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("look for the task in every queue: %w", err)
+		}
+		for i, c := range cmds {
+			if c.Val() > 0 {
+				out = append(out, chunk[i])
+			}
+		}
+	}
+	return out, nil
 }

@@ -42,7 +42,7 @@ func bindWhy(set *config.Set, s *whySettings) {
 	set.String(&s.CountryCode, "country-code", "", "", "calling code for a national number (default +86)")
 	set.String(&s.Channel, "channel", "", "", "only this channel (default: all)")
 	set.String(&s.Task, "task", "", "", "task ID (or idempotency key) to explain instead of a phone")
-	set.String(&s.Queue, "queue", "", "", "the task's queue (default: the one in its history, then critical, default, low)")
+	set.String(&s.Queue, "queue", "", "", "the task's queue (default: the one in its history, then critical, default, low, then every other queue)")
 	set.Int(&s.Limit, "limit", "", 10, "how many recent tasks of the phone to show")
 	set.Bool(&s.JSON, "json", "", false, "print JSON instead of text")
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up when Redis does not answer within this")
@@ -368,6 +368,13 @@ func taskWhy(ctx context.Context, rdb redis.UniversalClient, hist *history.Store
 		if rep.History != nil && rep.History.Queue != "" {
 			queues = append([]string{rep.History.Queue}, without(queues, rep.History.Queue)...)
 		}
+	}
+	if queue == "" {
+		more, err := queuesHolding(ctx, rdb, id, queues)
+		if err != nil {
+			return nil, err
+		}
+		queues = append(queues, more...)
 	}
 	ins := asynq.NewInspectorFromRedisClient(rdb)
 	for _, q := range queues {

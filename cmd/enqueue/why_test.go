@@ -295,3 +295,24 @@ func TestWhyCollidingTask(t *testing.T) {
 		}
 	}
 }
+
+// TestWhyTaskInAnyQueue: a task stranded in a queue no worker serves, with
+// no history yet, is found without --queue.
+func TestWhyTaskInAnyQueue(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := asynq.NewClientFromRedisClient(srv.Client())
+	for i, q := range []string{"unserved", "Critical", "zz-other"} {
+		if _, err := raw.Enqueue(asynq.NewTask(tasks.TypeSendSMS, []byte(`{"channel":"CHANNEL_LOGIN","phoneNumber":"13800138000"}`),
+			asynq.TaskID("stranded-"+strconv.Itoa(i)), asynq.Queue(q))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runCmd(t, srv.URL(), "", "why", "--task", "stranded-1")
+	if r.code != 0 || !strings.Contains(r.stdout, "asynq: queue Critical, state pending") {
+		t.Fatalf("exit %d (%v):\n%s\nwant the task found in queue Critical", r.code, r.err, r.stdout)
+	}
+	r = runCmd(t, srv.URL(), "", "why", "--task", "stranded-9")
+	if r.code == 0 {
+		t.Fatalf("a task that is nowhere was found:\n%s", r.stdout)
+	}
+}
