@@ -32,10 +32,19 @@ func MaskPayload(payload []byte) string {
 		return MaskText(string(payload))
 	}
 	if m, ok := v.(map[string]any); ok {
-		if pn, ok := m["phoneNumber"].(string); ok {
-			cc, _ := m["phoneCountryCode"].(string)
-			if n, err := phone.Parse(pn, cc); err == nil {
-				m["phoneNumber"] = n.Masked()
+		// Keys as the worker reads them: encoding/json matches field names
+		// ignoring case, so "PHONENUMBER" is the phone too.
+		var cc string
+		for k, e := range m {
+			if s, ok := e.(string); ok && strings.EqualFold(k, "phoneCountryCode") {
+				cc = s
+			}
+		}
+		for k, e := range m {
+			if pn, ok := e.(string); ok && strings.EqualFold(k, "phoneNumber") {
+				if n, err := phone.Parse(pn, cc); err == nil {
+					m[k] = n.Masked()
+				}
 			}
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/smsq/smsq/internal/phone"
 )
 
 func TestMaskPayload(t *testing.T) {
@@ -28,6 +30,12 @@ func TestMaskPayload(t *testing.T) {
 		{"not JSON", `phone=13800138000`, []string{`phone=138****8000`}},
 		{"not UTF-8", "\xff13800138000", []string{`138****8000`}},
 		{"two JSON values", `{} "13800138000"`, []string{`138****8000`}},
+		{"key in capitals", `{"CHANNEL":"CHANNEL_LOGIN","PHONENUMBER":"13800138000","PhoneCountryCode":"+86"}`, []string{`"PHONENUMBER":"+86 138****8000"`}},
+		{"full-width digits", `{"phoneNumber":"１３８００１３８０００"}`, []string{`"phoneNumber":"+86 138****8000"`}},
+		{"Arabic-Indic digits under another key", `{"phonenumber":"x","note":"١٣٨٠٠١٣٨٠٠٠"}`, []string{`"note":"١٣٨****٨٠٠٠"`}},
+		{"slashes", `{"PhoneNumber":"138/0013/8000"}`, []string{`"PhoneNumber":"+86 138****8000"`}},
+		{"phone in an ID", `{"idempotencyKey":"login_13800138000_1","requestId":"80662045-af6a-419f-b0a2-17213814b4c5"}`,
+			[]string{`"idempotencyKey":"login_138****8000_1"`, `"requestId":"80662045-af6a-419f-b0a2-17213814b4c5"`}},
 	}
 	for _, tt := range tests {
 		got := MaskPayload([]byte(tt.in))
@@ -36,7 +44,7 @@ func TestMaskPayload(t *testing.T) {
 				t.Errorf("%s: MaskPayload(%q) = %q, want it to contain %q", tt.name, tt.in, got, w)
 			}
 		}
-		if strings.Contains(got, "13800138000") || strings.Contains(got, "99912345678") {
+		if d := phone.Digits(got); strings.Contains(d, "13800138000") || strings.Contains(d, "99912345678") {
 			t.Errorf("%s: MaskPayload(%q) = %q shows a full number", tt.name, tt.in, got)
 		}
 	}
@@ -69,7 +77,8 @@ func TestMaskText(t *testing.T) {
 		{"1234567", "*****67"},
 		{"2b668c2f-cdea-41d9-8bb8-599647fc4ddc", "2b668c2f-cdea-41d9-8bb8-599647fc4ddc"},
 		{"phone13800138000", "phone138****8000"},
-		{"id 12345678-ab", "id 12****78-ab"},
+		{"id 12345678-ab", "id 12345678-ab"}, // hex ID, not a number
+		{"id 13800138000-ab", "id 138****8000-ab"},
 		{"tel:+8613800138000;", "tel:+861******8000;"},
 		{strings.Repeat("1", 80), strings.Repeat("*", 80)},
 	}
@@ -89,6 +98,31 @@ func TestMaskAPI(t *testing.T) {
 	}
 	if got := string(maskAPI([]byte("task 13800138000 not found\n"))); strings.Contains(got, "13800138000") {
 		t.Fatalf("maskAPI(text) = %q shows the number", got)
+	}
+}
+
+// TestMaskAPIIDs: IDs and queue names stay readable and searchable unless
+// a raw producer hid a phone number in them, in any digit form.
+func TestMaskAPIIDs(t *testing.T) {
+	t.Parallel()
+	in := `{"tasks":[` +
+		`{"id":"78a1c91f-fedc-4d2b-b07d-46c281234534","queue":"critical","error_message":"holder ea47a577-d8bb-4312-3405-0123456789ab"},` +
+		`{"id":"login_13800138008_1","queue":"13800138040","group":"g-１３８００１３８０２０"},` +
+		`{"id":"order-12345678","queue":"q-٠٠٨٦١٣٨٠٠١٣٨٠٣٢"}],` +
+		`"pending_ids":["reg-138/0013/8021"],"queue_priorities":{"13800138041":3,"default":1},"retry_tasks_by_queue":{"13800138042":{"size":1}}}`
+	got := string(maskAPI([]byte(in)))
+	for _, want := range []string{
+		`"id":"78a1c91f-fedc-4d2b-b07d-46c281234534"`, `ea47a577-d8bb-4312-3405-0123456789ab`, `"queue":"critical"`,
+		`"id":"order-12345678"`, `"id":"login_138****8008_1"`, `"queue":"138****8040"`, `"default":1`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("maskAPI = %s\nwant it to contain %s", got, want)
+		}
+	}
+	for _, n := range []string{"13800138008", "13800138040", "13800138020", "13800138032", "13800138021", "13800138041", "13800138042"} {
+		if strings.Contains(phone.Digits(got), n) {
+			t.Errorf("maskAPI = %s shows %s", got, n)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/smsq/smsq/internal/phone"
 	"net/http"
 	"strconv"
 	"strings"
@@ -70,14 +71,17 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close closes the UI's Redis connections.
 func (u *UI) Close() error { return u.mon.Close() }
 
-// maskAPI masks the error_message fields of a JSON answer, or the whole
-// answer when it is not JSON (asynqmon's plain-text errors).
+// maskAPI masks what a raw producer controls in a JSON answer (task IDs,
+// queue and group names, task types, error messages; payloads and results
+// went through MaskPayload and MaskResult already), or the whole answer
+// when it is not JSON (asynqmon's plain-text errors). phone.MaskText keeps
+// IDs readable unless a phone number is hidden in them.
 func maskAPI(body []byte) []byte {
 	v, ok := decode(body)
 	if !ok {
 		return []byte(MaskText(string(body)))
 	}
-	maskErrors(v)
+	v = maskAPIValue("", v)
 	out, err := json.Marshal(v)
 	if err != nil {
 		return []byte(MaskText(string(body)))
@@ -85,20 +89,44 @@ func maskAPI(body []byte) []byte {
 	return append(out, '\n')
 }
 
-func maskErrors(v any) {
+// producerIDs and producerText are the keys of asynqmon's answers whose
+// string values come from producers: IDs and names, where only a hidden
+// phone is masked (phone.MaskID), and free text.
+var (
+	producerIDs  = map[string]bool{"id": true, "task_id": true, "queue": true, "group": true}
+	producerText = map[string]bool{"type": true, "task_type": true, "error_message": true}
+)
+
+func maskAPIValue(key string, v any) any {
 	switch x := v.(type) {
+	case string:
+		switch {
+		case producerIDs[key] || strings.HasSuffix(key, "_ids"):
+			return phone.MaskID(x)
+		case producerText[key]:
+			return MaskText(x)
+		}
+		return x
 	case map[string]any:
-		for k, e := range x {
-			if s, ok := e.(string); ok && k == "error_message" {
-				x[k] = MaskText(s)
-				continue
+		if key == "queue_priorities" || strings.HasSuffix(key, "_by_queue") {
+			// Keyed by queue name.
+			out := make(map[string]any, len(x))
+			for k, e := range x {
+				out[phone.MaskID(k)] = maskAPIValue("", e)
 			}
-			maskErrors(e)
+			return out
 		}
+		for k, e := range x {
+			x[k] = maskAPIValue(k, e)
+		}
+		return x
 	case []any:
-		for _, e := range x {
-			maskErrors(e)
+		for i, e := range x {
+			x[i] = maskAPIValue(key, e)
 		}
+		return x
+	default:
+		return v
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -114,15 +116,17 @@ func (n Number) Masked() string {
 }
 
 // Mask hides the middle of any string that may hold a phone number, for
-// input that did not parse. Only digits are hidden; at most the first three
-// and last four digits stay visible, fewer for short inputs.
+// input that did not parse. Only digits are hidden, in any script
+// (full-width and Arabic-Indic digits are numbers to libphonenumber too); at
+// most the first three and last four digits stay visible, fewer for short
+// inputs.
 func Mask(s string) string {
 	if len(s) > maxInput {
-		s = s[:maxInput]
+		s = strings.ToValidUTF8(s[:maxInput], "")
 	}
 	var digits int
 	for _, r := range s {
-		if r >= '0' && r <= '9' {
+		if unicode.IsDigit(r) {
 			digits++
 		}
 	}
@@ -130,7 +134,7 @@ func Mask(s string) string {
 	var b strings.Builder
 	i := 0
 	for _, r := range s {
-		if r >= '0' && r <= '9' {
+		if unicode.IsDigit(r) {
 			if i >= head && i < digits-tail {
 				r = '*'
 			}
@@ -156,20 +160,21 @@ func visible(n int) (head, tail int) {
 	}
 }
 
-// phoneLike matches what may be a phone number in free text: digits with
-// the separators people type between them. MaskText hides it when it holds
-// seven digits or more.
-var phoneLike = regexp.MustCompile(`\+?[0-9][0-9 ()\-.]*[0-9]`)
+// punct is what libphonenumber accepts between the digits of a number
+// (its VALID_PUNCTUATION without the letter x, plus the space forms).
+const punct = `\-\x{2010}-\x{2015}\x{2212}\x{30FC}\x{FF0D}-\x{FF0F} \x{00A0}\x{00AD}\x{200B}\x{2060}\x{3000}()\x{FF08}\x{FF09}\x{FF3B}\x{FF3D}.\[\]/~\x{2053}\x{223C}\x{FF5E}`
 
-// longRun is seven or more digits in a row.
-var longRun = regexp.MustCompile(`[0-9]{7,}`)
+// phoneLike matches what may be a phone number in free text: decimal digits
+// of any script with the punctuation libphonenumber accepts between them.
+var phoneLike = regexp.MustCompile(`[+\x{FF0B}]?\p{Nd}(?:[\p{Nd}` + punct + `]*\p{Nd})?`)
 
-// MaskText hides the middle of every digit sequence of seven or more
-// digits in s (separators allowed) and replaces invalid UTF-8: for error
-// messages and other free text that may echo user input.
-// A sequence touching a letter is part of a token such as a request ID
-// ("8bb8-599647fc"), and is hidden only when it holds seven digits in a
-// row, so that IDs stay readable for support requests.
+// MaskText hides what may be a phone number in s and replaces invalid
+// UTF-8: for error messages, IDs and other free text that may echo user
+// input. Outside IDs, every phone-like sequence of seven digits or more is
+// masked. Inside an ID (a token of letters, digits, "-" and "_" holding a
+// letter, such as a request ID or a task ID), digits are masked so that the
+// ID stays readable and searchable while a phone hidden in it does not
+// show (see maskInID).
 func MaskText(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	idx := phoneLike.FindAllStringIndex(s, -1)
@@ -182,38 +187,171 @@ func MaskText(s string) string {
 		run := s[m[0]:m[1]]
 		b.WriteString(s[last:m[0]])
 		last = m[1]
-		if !hides(run, (m[0] > 0 && isLetter(s[m[0]-1])) || (m[1] < len(s) && isLetter(s[m[1]]))) {
+		if l, r := tokenAround(s, m[0], m[1]); hasLetter(s[l:r]) {
+			b.WriteString(maskInID(run, isHexToken(s[l:r])))
+			continue
+		}
+		if countDigits(run) < 7 {
 			b.WriteString(run)
 			continue
 		}
-		if len(run) <= 64 {
-			b.WriteString(Mask(run))
-			continue
-		}
-		// Too long to be one number: hide every digit.
-		b.WriteString(strings.Map(func(r rune) rune {
-			if r >= '0' && r <= '9' {
-				return '*'
-			}
-			return r
-		}, run))
+		b.WriteString(maskRun(run))
 	}
 	b.WriteString(s[last:])
 	return b.String()
 }
 
-// hides reports whether a phone-like run must be masked.
-func hides(run string, inToken bool) bool {
-	if inToken {
-		return longRun.MatchString(run)
-	}
-	digits := 0
-	for i := 0; i < len(run); i++ {
-		if run[i] >= '0' && run[i] <= '9' {
-			digits++
-		}
-	}
-	return digits >= 7
+// MaskID masks the phone numbers hidden in an ID (a task ID, a queue name,
+// a request ID): a phone-like sequence, or a run of digits in it, that
+// parses as a valid number, national for DefaultCountryCode or
+// international. Other digits stay, so that "order-12345678" and UUIDs can
+// still be searched and quoted; free text goes through MaskText instead.
+func MaskID(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return phoneLike.ReplaceAllStringFunc(s, func(run string) string { return maskInID(run, true) })
 }
 
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' }
+// maskRun masks one phone-like run.
+func maskRun(run string) string {
+	if len(run) <= maxInput {
+		return Mask(run)
+	}
+	// Too long to be one number: hide every digit.
+	return strings.Map(func(r rune) rune {
+		if unicode.IsDigit(r) {
+			return '*'
+		}
+		return r
+	}, run)
+}
+
+// maskInID masks a phone-like run found inside an ID. In a hex ID (a UUID,
+// a request ID) digit runs are hex by chance, so they are masked only when
+// they, or the run as a whole, parse as a phone number. In any other ID
+// ("login_13800138008_1") a run of seven digits or more is masked as in
+// free text.
+func maskInID(run string, hex bool) string {
+	if !hex {
+		if countDigits(run) < 7 {
+			return run
+		}
+		return maskRun(run)
+	}
+	if isPhone(run) {
+		return maskRun(run)
+	}
+	var b strings.Builder
+	start := -1
+	flush := func(end int) {
+		if start >= 0 {
+			d := run[start:end]
+			if isPhone(d) {
+				d = maskRun(d)
+			}
+			b.WriteString(d)
+			start = -1
+		}
+	}
+	for i, r := range run {
+		if unicode.IsDigit(r) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		flush(i)
+		b.WriteRune(r)
+	}
+	flush(len(run))
+	return b.String()
+}
+
+// isPhone reports whether the digits of s, seven or more, are a valid
+// number: national for DefaultCountryCode, or international.
+func isPhone(s string) bool {
+	d := Digits(s)
+	if len(d) < 7 || len(d) > 17 || strings.Trim(d, "0123456789") != "" {
+		return false
+	}
+	for _, in := range []string{d, "+" + d} {
+		if n, err := phonenumbers.Parse(in, "CN"); err == nil && phonenumbers.IsValidNumber(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// digitValue is the value of a decimal digit of any script.
+func digitValue(r rune) int {
+	// Unicode lays out every decimal digit block as 0..9 in order.
+	for z := r; z >= r-9; z-- {
+		if !unicode.IsDigit(z) {
+			return int(r - z - 1)
+		}
+	}
+	return int(r - (r - 9))
+}
+
+// tokenAround extends [i, j) over the ID characters around it.
+func tokenAround(s string, i, j int) (int, int) {
+	for i > 0 {
+		r, n := utf8.DecodeLastRuneInString(s[:i])
+		if !idRune(r) {
+			break
+		}
+		i -= n
+	}
+	for j < len(s) {
+		r, n := utf8.DecodeRuneInString(s[j:])
+		if !idRune(r) {
+			break
+		}
+		j += n
+	}
+	return i, j
+}
+
+func idRune(r rune) bool { return isLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_' }
+
+func hasLetter(s string) bool { return strings.IndexFunc(s, isLetter) >= 0 }
+
+// isHexToken reports whether an ID is hex groups joined by "-" or "_", like
+// a UUID or a hex request ID.
+func isHexToken(s string) bool {
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f', r >= 'A' && r <= 'F', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func countDigits(s string) int {
+	n := 0
+	for _, r := range s {
+		if unicode.IsDigit(r) {
+			n++
+		}
+	}
+	return n
+}
+
+func isLetter(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }
+
+// Digits returns s with every phone-like sequence (any digit script, any
+// punctuation libphonenumber allows) replaced by its ASCII digits, so that
+// "１３８-0013/8000" becomes "13800138000": for checks that a number does
+// not appear in some text in any form.
+func Digits(s string) string {
+	return phoneLike.ReplaceAllStringFunc(s, func(run string) string {
+		var b strings.Builder
+		for _, r := range run {
+			if unicode.IsDigit(r) {
+				b.WriteRune('0' + rune(digitValue(r)))
+			}
+		}
+		return b.String()
+	})
+}

@@ -136,3 +136,101 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestMaskTextForms checks MaskText against every way a number can be
+// written that libphonenumber accepts (and smsq would send), inside IDs and
+// not, and that IDs without a phone stay whole.
+func TestMaskTextForms(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		// Free text, every digit script and separator libphonenumber takes.
+		{"call 13800138020 now", "call 138****8020 now"},
+		{"１３８００１３８０２０", "１３８****８０２０"},
+		{"١٣٨٠٠١٣٨٠٣٢", "١٣٨****٨٠٣٢"},
+		{"۱۳۸۰۰۱۳۸۰۳۳", "۱۳۸****۸۰۳۳"},
+		{"138/0013/8021", "138/****/8021"},
+		{"138~0013~8021", "138~****~8021"},
+		{"[138]0013[8021]", "[138]****[8021]"},
+		{"138－0013－8021", "138－****－8021"},
+		{"138\u30000013\u30008021", "138\u3000****\u30008021"},
+		{"＋８６ １３８ ００１３ ８０００", "＋８６ １** **** ８０００"},
+		{"phoneNumber: +86 138 0013 8000", "phoneNumber: +86 1** **** 8000"},
+		{"(415) 555-2671", "(41*) ***-**71"},
+		// IDs that hold no phone stay whole, so that they can be searched.
+		{`"requestId":"78a1c91f-fedc-4d2b-b07d-46c281234534"`, `"requestId":"78a1c91f-fedc-4d2b-b07d-46c281234534"`},
+		{`"holder":"ea47a577-d8bb-4312-3405-0123456789ab"`, `"holder":"ea47a577-d8bb-4312-3405-0123456789ab"`},
+		{"requestId 80662045-af6a-419f-b0a2-17213814b4c5", "requestId 80662045-af6a-419f-b0a2-17213814b4c5"},
+		{"task 8bb8-599647fc", "task 8bb8-599647fc"},
+		{"HTTP 200, statusCode 400, apiCode 12004, attempt 3 of 25", "HTTP 200, statusCode 400, apiCode 12004, attempt 3 of 25"},
+		// A phone hidden in an ID does not show.
+		{"login_13800138008_1", "login_138****8008_1"},
+		{"login-138-0013-8008", "login-138-****-8008"},
+		{"00000000-0000-0000-0000-013800138000", "000*****-****-****-****-********8000"},
+		{"abcdef00-0000-0000-0000-013800138000", "abcdef00-0000-0000-0000-013*****8000"},
+		{"abc-138-0013-8000", "abc-138-****-8000"},
+		{"deadbeef13800138000", "deadbeef138****8000"},
+		{"cafe_8613800138000", "cafe_861******8000"},
+		{"login_１３８００１３８０２０", "login_１３８****８０２０"},
+		{"queue13800138040", "queue138****8040"},
+	}
+	for _, tt := range tests {
+		if got := MaskText(tt.in); got != tt.want {
+			t.Errorf("MaskText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestMaskTextHidesEverySendableForm builds numbers Parse accepts in every
+// form and checks that MaskText leaves none of them readable, alone or
+// inside an ID.
+func TestMaskTextHidesEverySendableForm(t *testing.T) {
+	t.Parallel()
+	digits := map[string]rune{"ascii": '0', "full-width": '０', "arabic-indic": '٠', "persian": '۰'}
+	seps := []string{"", " ", "-", "/", "~", "[", "]", ".", "(", "－", "\u3000", "\u2010"}
+	for name, zero := range digits {
+		sendable := 0
+		for _, sep := range seps {
+			var b strings.Builder
+			for i, c := range "13800138000" {
+				if i == 3 || i == 7 {
+					b.WriteString(sep)
+				}
+				b.WriteRune(zero + (c - '0'))
+			}
+			num := b.String()
+			if _, err := Parse(num, ""); err != nil {
+				continue // not sendable: nothing to hide
+			}
+			sendable++
+			for _, in := range []string{num, "x " + num, "login_" + num + "_1", "abc-" + num, "\"" + num + "\""} {
+				got := MaskText(in)
+				if shown := countDigits(got) - countDigits(strings.Replace(in, num, "", 1)); shown > 7 {
+					t.Errorf("%s digits, separator %q: MaskText(%q) = %q shows %d of its digits", name, sep, in, got, shown)
+				}
+			}
+		}
+		if sendable == 0 {
+			t.Errorf("no %s form parsed: the test checks nothing", name)
+		}
+	}
+}
+
+func TestMaskID(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		"78a1c91f-fedc-4d2b-b07d-46c281234534": "78a1c91f-fedc-4d2b-b07d-46c281234534",
+		"order-12345678":                       "order-12345678",
+		"1234567890":                           "1234567890",
+		"critical":                             "critical",
+		"login_13800138008_1":                  "login_138****8008_1",
+		"13800138040":                          "138****8040",
+		"uk-447911123456":                      "uk-447*****3456",
+		"reg-138/0013/8021":                    "reg-138/****/8021",
+		"q-١٣٨٠٠١٣٨٠٣٢":                        "q-١٣٨****٨٠٣٢",
+	}
+	for in, want := range tests {
+		if got := MaskID(in); got != want {
+			t.Errorf("MaskID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
