@@ -67,7 +67,14 @@ func (s *Set) lookup(env string, secret bool) (string, bool, error) {
 			if err != nil {
 				return "", false, fmt.Errorf("%s_FILE: %w", env, err)
 			}
-			return strings.TrimRight(string(b), "\r\n"), true, nil
+			v := strings.TrimRight(string(b), "\r\n")
+			if v == "" {
+				// Taking it as unset would fall back silently: the
+				// embedded Redis for REDIS_URL, the unkeyed hash for
+				// SMSQ_PHONE_HASH_KEY.
+				return "", false, fmt.Errorf("%s_FILE: %s is empty", env, path)
+			}
+			return v, true, nil
 		}
 	}
 	return "", false, nil

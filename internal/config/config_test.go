@@ -109,6 +109,26 @@ func TestSecretFromFileIsHidden(t *testing.T) {
 	}
 }
 
+// An <ENV>_FILE that names an empty file (a secret mount that did not get
+// its value, a file truncated by an editor) is an error, not an empty
+// secret: an empty REDIS_URL would start the embedded Redis and an empty
+// SMSQ_PHONE_HASH_KEY the unkeyed hash, each silently.
+func TestEmptySecretFileRefused(t *testing.T) {
+	t.Parallel()
+	for _, content := range []string{"", "\n", "\r\n\n"} {
+		path := filepath.Join(t.TempDir(), "secret")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var v vals
+		s := NewSet("t", func(k string) string { return map[string]string{"T_SECRET_FILE": path}[k] }, io.Discard)
+		bindAll(s, &v)
+		if err := s.Parse(nil); err == nil || !strings.Contains(err.Error(), "T_SECRET_FILE") || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("file %q: err %v, want one naming T_SECRET_FILE and saying it is empty", content, err)
+		}
+	}
+}
+
 func TestUsageNeverShowsEnvironmentValues(t *testing.T) {
 	t.Parallel()
 	var v vals
