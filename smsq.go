@@ -12,11 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -107,10 +109,11 @@ func WithOnHeld(policy string) Option { return func(o *options) { o.onHeld = pol
 
 // Client queues requests. It is safe for concurrent use.
 type Client struct {
-	c   *asynq.Client
-	rdb redis.UniversalClient
-	own bool
-	now func() time.Time
+	c    *asynq.Client
+	rdb  redis.UniversalClient
+	keys *history.Store // idempotency keys are claimed in the workers' journal
+	own  bool
+	now  func() time.Time
 	// served are the queues workers serve; Send refuses others.
 	served []string
 }
@@ -129,7 +132,10 @@ func NewClient(redisURL string, opts ...ClientOption) (*Client, error) {
 // NewClientFromRedis uses an existing go-redis client, which the caller
 // keeps and closes.
 func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client {
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, now: time.Now, served: DefaultServedQueues()}
+	// The worker's defaults; New fails only without a client, and then
+	// Enqueue says so.
+	keys, _ := history.New(history.Config{Client: rdb})
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues()}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -196,15 +202,66 @@ func (c *Client) Send(ctx context.Context, req Request, opts ...Option) (Receipt
 	if err := c.checkServed(v, opts); err != nil {
 		return Receipt{}, err
 	}
-	info, err := c.c.EnqueueContext(ctx, t)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
-		return Receipt{}, fmt.Errorf("%w: %q", ErrDuplicate, v.IdempotencyKey)
-	case err != nil:
-		return Receipt{}, fmt.Errorf("smsq: enqueue: %w", err)
+	info, err := c.Enqueue(ctx, t, v)
+	if err != nil {
+		return Receipt{}, err
 	}
 	return Receipt{
 		TaskID: info.ID, Queue: info.Queue, Channel: string(v.Channel), Phone: v.Phone.Masked(),
 		EnqueuedAt: v.EnqueuedAt, SendBy: v.SendBy,
 	}, nil
+}
+
+// claimSlack is added to a claim's lifetime beyond the task's send-by
+// deadline: asynq keeps a finished task for tasks.DefaultRetention, and the
+// worker's journal keeps the claimed record SMSQ_RETENTION after the task's
+// last attempt.
+const claimSlack = tasks.DefaultRetention
+
+// Enqueue queues a task Prepare returned (Send is Prepare then Enqueue).
+// asynq's task IDs are unique per queue only, so a task with an
+// idempotency key first claims the key in Redis for every queue (the
+// worker's journal record of that ID, holding the task's identity); the
+// claim is given back if the enqueue fails. The error wraps ErrDuplicate
+// when the key is in use, in any queue.
+func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
+	key := v.IdempotencyKey
+	if key == "" {
+		// asynq gives the task a random ID: nothing to claim.
+		return c.enqueue(ctx, t, key)
+	}
+	if c.keys == nil {
+		return nil, errors.New("smsq: enqueue: no Redis client")
+	}
+	id := history.IdentityOf(v.Queue, t.Payload())
+	ttl := v.SendBy.Sub(c.now()) + claimSlack
+	if err := c.keys.Claim(ctx, key, id, ttl); err != nil {
+		if errors.Is(err, history.ErrClaimed) {
+			return nil, fmt.Errorf("%w: %q (%s)", ErrDuplicate, key, strings.TrimPrefix(err.Error(), history.ErrClaimed.Error()+" "))
+		}
+		return nil, fmt.Errorf("smsq: enqueue: %w", err)
+	}
+	info, err := c.enqueue(ctx, t, key)
+	if err != nil {
+		// Even when ctx has ended: a claim left behind would refuse the
+		// caller's retry of a task that was never queued.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if rerr := c.keys.Release(rctx, key, id); rerr != nil {
+			err = fmt.Errorf("%w; the key stays claimed: %v", err, rerr)
+		}
+	}
+	return info, err
+}
+
+// enqueue is asynq's Enqueue with its errors in smsq's terms.
+func (c *Client) enqueue(ctx context.Context, t *asynq.Task, key string) (*asynq.TaskInfo, error) {
+	info, err := c.c.EnqueueContext(ctx, t)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+		return nil, fmt.Errorf("%w: %q", ErrDuplicate, key)
+	case err != nil:
+		return nil, fmt.Errorf("smsq: enqueue: %w", err)
+	}
+	return info, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/batch"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
@@ -84,7 +85,7 @@ func (b *bench) batchOnce(ctx context.Context, csv []byte, n int) (float64, int6
 		}
 		w := bufio.NewWriterSize(io.Discard, 64<<10)
 		sum, err = batch.Run(ctx, rd, batch.Config{
-			Enqueuer:    asynq.NewClientFromRedisClient(rdb),
+			Enqueuer:    smsq.NewClientFromRedis(rdb),
 			Concurrency: batchConcurrency,
 			Output: func(r batch.Result) error {
 				line, err := json.Marshal(r)

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/batch"
 	"github.com/smsq/smsq/internal/config"
 	"github.com/smsq/smsq/internal/redisconn"
@@ -144,7 +144,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		// The asynq client shares rdb, whose pool is sized for the workers;
 		// closing rdb releases it.
-		cfg.Enqueuer = asynq.NewClientFromRedisClient(rdb)
+		cfg.Enqueuer = smsq.NewClientFromRedis(rdb)
 		served, err := liveServed(rdb)
 		if err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/redistest"
 )
 
@@ -201,6 +203,46 @@ func TestBatchAgainstRedis(t *testing.T) {
 		if strings.Contains(s, "13800138001") || strings.Contains(s, "5552671") {
 			t.Fatalf("output shows a full number: %s", s)
 		}
+	}
+}
+
+// A key names one task across every queue, in a batch (a key repeated
+// with another channel or queue column) and between the one-code form and
+// a batch.
+func TestKeyReusedAcrossQueues(t *testing.T) {
+	srv := redistest.Start(t)
+	in := writeFile(t, "reused.csv", `idempotency_key,channel,phone,queue
+reuse-1,CHANNEL_LOGIN,13700000001,
+reuse-1,CHANNEL_REGISTER,13700000002,
+reuse-1,CHANNEL_LOGIN,13700000003,low
+reuse-2,CHANNEL_REGISTER,13700000004,
+`)
+	r := runCmd(t, srv.URL(), "", "batch", in)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %v", r.code, r.err)
+	}
+	var results []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var m map[string]any
+		decodeJSON(t, line, &m)
+		results = append(results, m)
+	}
+	status := map[string]int{}
+	for _, m := range results[:3] {
+		status[m["status"].(string)]++
+	}
+	if status["enqueued"] != 1 || status["duplicate"] != 2 || results[3]["status"] != "enqueued" {
+		t.Fatalf("results %v: want reuse-1 enqueued once and refused twice, reuse-2 enqueued", results)
+	}
+	if n := queued(t, srv); n != 2 {
+		t.Fatalf("%d tasks queued, want 2", n)
+	}
+	r = runCmd(t, srv.URL(), "", "--channel", "CHANNEL_RESET_PASSWORD", "--phone", "13700000005", "--queue", "low", "--idempotency-key", "reuse-2")
+	if r.code != 3 || !errors.Is(r.err, smsq.ErrDuplicate) {
+		t.Fatalf("one-code form with a batch's key: exit %d, %v; want 3, duplicate", r.code, r.err)
+	}
+	if n := queued(t, srv); n != 2 {
+		t.Fatalf("%d tasks queued, want still 2", n)
 	}
 }
 

@@ -52,12 +52,13 @@ type Result struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Enqueuer queues one task; *asynq.Client is one.
+// Enqueuer queues one task smsq.Prepare returned; *smsq.Client is one. A
+// reused idempotency key is an error wrapping smsq.ErrDuplicate.
 type Enqueuer interface {
-	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+	Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error)
 }
 
-var _ Enqueuer = (*asynq.Client)(nil)
+var _ Enqueuer = (*smsq.Client)(nil)
 
 // Defaults.
 const (
@@ -421,9 +422,9 @@ func process(ctx context.Context, cfg Config, rec Record) Result {
 	// finished, so its report says what happened in Redis.
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeout)
 	defer cancel()
-	info, err := cfg.Enqueuer.EnqueueContext(ectx, t)
+	info, err := cfg.Enqueuer.Enqueue(ectx, t, v)
 	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict), errors.Is(err, asynq.ErrDuplicateTask):
+	case errors.Is(err, smsq.ErrDuplicate):
 		res.Status = StatusDuplicate
 	case err != nil:
 		res.Status, res.Reason = StatusError, phone.MaskText(err.Error())

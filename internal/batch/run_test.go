@@ -13,7 +13,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/tasks"
 )
 
 // fakeEnqueuer is an Enqueuer whose behaviour a test sets.
@@ -22,7 +24,7 @@ type fakeEnqueuer struct {
 	calls       atomic.Int64
 }
 
-func (f *fakeEnqueuer) EnqueueContext(ctx context.Context, t *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
+func (f *fakeEnqueuer) Enqueue(ctx context.Context, t *asynq.Task, _ tasks.Validated) (*asynq.TaskInfo, error) {
 	f.calls.Add(1)
 	return f.EnqueueFunc(ctx, t)
 }
@@ -115,7 +117,7 @@ func TestRunKeepsInputOrderAndMapsErrors(t *testing.T) {
 		time.Sleep(time.Duration(50-n%50) * 20 * time.Microsecond)
 		switch n % 10 {
 		case 3:
-			return nil, asynq.ErrTaskIDConflict
+			return nil, fmt.Errorf("%w: %q", smsq.ErrDuplicate, "key")
 		case 7:
 			return nil, errors.New("READONLY You can't write against a read only replica")
 		}

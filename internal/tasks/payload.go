@@ -75,6 +75,8 @@ type Validated struct {
 	Payload
 	Phone   phone.Number
 	Channel genauth.Channel
+	// Queue is the queue NewTask puts the task in; not part of the payload.
+	Queue string
 }
 
 // Decode parses a task payload. Unknown fields are ignored, so a newer

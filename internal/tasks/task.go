@@ -67,11 +67,13 @@ func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Valid
 	if err := CheckProducerKey(v.IdempotencyKey); err != nil {
 		errs = append(errs, err.Error())
 	}
+	v.Queue = QueueFor(v.Channel)
 	for _, o := range opts {
 		if q, ok := o.Value().(string); ok && o.Type() == asynq.QueueOpt {
 			if err := ValidateQueue(q); err != nil {
 				errs = append(errs, err.Error())
 			}
+			v.Queue = q // the last one wins, as in asynq
 		}
 	}
 	if len(errs) > 0 {
