@@ -31,6 +31,10 @@ const (
 	embeddedRedisAdr = "127.0.0.1:6379"
 )
 
+// dequeueBackoffMax is the longest a fetch loop waits after failed
+// dequeues in a row (Redis down, or full and refusing the dequeue script).
+const dequeueBackoffMax = 2 * time.Second
+
 // pendingFlushTimeout bounds the last try, at shutdown, to write outcomes
 // the handler kept while Redis refused them.
 const pendingFlushTimeout = 5 * time.Second
@@ -269,6 +273,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 	defer qrdb.Close()
+	// asynq's fetch loop asks again at once when a dequeue fails: back off
+	// as for an outage, or a full Redis refusing the script is hammered.
+	qrdb.AddHook(&redisconn.Backoff{Match: tasks.IsDequeue, Min: s.PollInterval, Max: dequeueBackoffMax})
 	alog := &logging.Asynq{Log: log, Every: 30 * time.Second}
 	for _, share := range tasks.SplitConcurrency(s.Concurrency, fetchers) {
 		cfg := tasks.ServerConfig(share, s.PollInterval, alog)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/genauth"
 )
@@ -141,4 +142,17 @@ func ServerConfig(concurrency int, poll time.Duration, log asynq.Logger) asynq.C
 		TaskCheckInterval:        poll,
 		DelayedTaskCheckInterval: time.Second,
 	}
+}
+
+// IsDequeue reports whether cmd is asynq's dequeue script (EVALSHA or EVAL
+// over a queue's pending, paused, active and lease keys), the command its
+// fetch loop retries at once when it fails (see redisconn.Backoff).
+func IsDequeue(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 5 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+		return false
+	}
+	k1, _ := args[3].(string)
+	k2, _ := args[4].(string)
+	return fmt.Sprint(args[2]) == "4" && strings.HasPrefix(k1, "asynq:{") && strings.HasSuffix(k1, "}:pending") && strings.HasSuffix(k2, "}:paused")
 }
