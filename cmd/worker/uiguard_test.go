@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -72,5 +78,80 @@ func TestUIRefusesCrossSiteWrites(t *testing.T) {
 	}
 	if resp := post(nil); resp.StatusCode/100 != 2 || !paused() {
 		t.Fatalf("POST pause without browser headers = %d, paused %v; want it paused", resp.StatusCode, paused())
+	}
+}
+
+// TestUIWritesFromItsOwnPageInABrowser: the refusal of cross-site writes
+// must leave the UI's own writes working in a real browser. A page served
+// from the UI's origin (a front server that hands every other path to the
+// worker, Host kept, as a reverse proxy does) pauses a queue with fetch, as
+// asynqmon's buttons do. A form on a page of another origin (another port
+// of the same host) posting to the same address is turned away by the
+// cross-origin check itself, before the password is asked for.
+func TestUIWritesFromItsOwnPageInABrowser(t *testing.T) {
+	browser := chromium(t)
+	srv := redistest.Start(t)
+	const user, pass = "ops", "correct horse"
+	w, _ := startWorker(t, map[string]string{
+		"REDIS_URL":          srv.URL(),
+		"SMSQ_HTTP_ADDR":     "127.0.0.1:0",
+		"SMSQ_UI_USER":       user,
+		"SMSQ_UI_PASSWORD":   pass,
+		"SMSQ_UI_WRITABLE":   "true",
+		"SMSQ_POLL_INTERVAL": "50ms",
+		"SMSQ_LOG_FORMAT":    "json",
+	})
+	producer := smsq.NewClientFromRedis(srv.Client())
+	if _, err := producer.Send(context.Background(), smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}); err != nil {
+		t.Fatal(err)
+	}
+	ins := asynq.NewInspectorFromRedisClient(srv.Client())
+	paused := func(q string) bool {
+		t.Helper()
+		info, err := ins.GetQueueInfo(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Paused
+	}
+	// page posts to target with the operator's credentials and shows the
+	// answer's status in the DOM.
+	page := func(target string) string {
+		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		return `<!doctype html><html><body>waiting<script>
+fetch(` + strconv.Quote(target) + `, {method: "POST", headers: {"Authorization": "Basic ` + auth + `"}})
+  .then(r => { document.body.textContent = "status:" + r.status; })
+  .catch(e => { document.body.textContent = "error:" + e; });
+</script></body></html>`
+	}
+	worker, err := url.Parse("http://" + w.web.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(worker)
+		r.Out.Host = r.In.Host
+	}}
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/probe.html" {
+			io.WriteString(rw, page("/monitoring/api/queues/critical:pause"))
+			return
+		}
+		proxy.ServeHTTP(rw, r)
+	}))
+	defer front.Close()
+	// A form post is a simple request: no preflight stops it in the
+	// browser, so only the worker's check can.
+	other := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.WriteString(rw, `<!doctype html><html><body><form method="POST" action="`+front.URL+
+			`/monitoring/api/queues/critical:pause"></form><script>document.forms[0].submit()</script></body></html>`)
+	}))
+	defer other.Close()
+
+	if dom := runChromium(t, browser, "--dump-dom", other.URL+"/probe.html"); !strings.Contains(dom, "cross-origin request detected") || paused("critical") {
+		t.Fatalf("a form of another origin was not refused as cross-origin (paused %v):\n%s", paused("critical"), dom)
+	}
+	if dom := runChromium(t, browser, "--dump-dom", front.URL+"/probe.html"); !strings.Contains(dom, "status:204") || !paused("critical") {
+		t.Fatalf("the UI's own page could not pause the queue (paused %v):\n%s", paused("critical"), dom)
 	}
 }
