@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -235,7 +237,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_RETENTION: %w", err)
 	}
-	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb)})
+	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb), Redis: rdb, Queues: slices.Collect(maps.Keys(queues))})
 	limiter, err := ratelimit.New(ratelimit.Config{Client: rdb, Global: globalRate, Channels: channelRates})
 	if err != nil {
 		return fmt.Errorf("SMSQ_RATE_LIMIT: %w", err)

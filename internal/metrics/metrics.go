@@ -10,13 +10,15 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/hibiken/asynq"
-	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/tasks"
@@ -27,10 +29,18 @@ const Other = "other"
 
 // Config configures Metrics.
 type Config struct {
-	// Inspector, when set, exports asynq's queue metrics (sizes by state,
-	// latency, processed and failed totals), read from Redis at each
-	// scrape.
+	// Inspector and Redis, when both set, export asynq's queue metrics
+	// (sizes by state, latency, processed and failed totals) for Queues,
+	// and the queues with waiting tasks that no live worker serves.
 	Inspector *asynq.Inspector
+	Redis     redis.UniversalClient
+	// Queues are the queues this worker serves. Only they get asynq's
+	// per-queue metrics: any producer can make queue names, and a scrape
+	// must not grow with them.
+	Queues []string
+	// QueueCacheFor is how long one read of the queue metrics serves
+	// scrapes; default DefaultQueueCacheFor.
+	QueueCacheFor time.Duration
 }
 
 // Metrics holds the registry and smsq's own metrics. It implements
@@ -107,8 +117,14 @@ func New(cfg Config) *Metrics {
 	}
 	m.reg.MustRegister(m.attempts, m.finished, m.genauth, m.conflicts, m.unknown, m.enqueueToSend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if cfg.Inspector != nil {
-		m.reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(cfg.Inspector))
+	if cfg.Inspector != nil && cfg.Redis != nil {
+		cacheFor := cfg.QueueCacheFor
+		if cacheFor <= 0 {
+			cacheFor = DefaultQueueCacheFor
+		}
+		queues := slices.Clone(cfg.Queues)
+		slices.Sort(queues)
+		m.reg.MustRegister(&queueCollector{ins: cfg.Inspector, rdb: cfg.Redis, queues: queues, cacheFor: cacheFor, now: time.Now})
 	}
 	return m
 }
