@@ -281,6 +281,26 @@ func TestPasswordGuessingThrottledGlobally(t *testing.T) {
 	}
 }
 
+// TestGuessBudgetIgnoresForwardedHeaders: the headers that name a client
+// are the client's to write, so a guesser that puts a new address in them
+// at every request still spends one budget, its connection's.
+func TestGuessBudgetIgnoresForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	hh := newHardened(t, nil)
+	checked := 0
+	for i := range 200 {
+		spoof := fmt.Sprintf("10.9.%d.%d", i/256, i%256)
+		header := map[string]string{"X-Forwarded-For": spoof, "X-Real-Ip": spoof, "Forwarded": "for=" + spoof,
+			"True-Client-Ip": spoof, "Cf-Connecting-Ip": spoof}
+		if rec := hh.do("GET", "/monitoring/", "198.51.100.20:4000", testUser, "wrong", header); rec.Code == http.StatusUnauthorized {
+			checked++
+		}
+	}
+	if checked > ClientFailureBurst {
+		t.Errorf("%d wrong guesses with forged client headers were checked, want at most %d", checked, ClientFailureBurst)
+	}
+}
+
 // TestRequestsWithoutCredentialsCostNothing: a browser's first request
 // carries no credentials; it is challenged, not counted as a guess.
 func TestRequestsWithoutCredentialsCostNothing(t *testing.T) {
