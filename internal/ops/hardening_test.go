@@ -301,6 +301,30 @@ func TestGuessBudgetIgnoresForwardedHeaders(t *testing.T) {
 	}
 }
 
+// TestSharedBudgetLocksEveryoneOut holds the price of the shared budget
+// that the README states: a guesser with a few addresses that sends one
+// wrong password a second keeps every client, the operator with the right
+// password too, at 429.
+func TestSharedBudgetLocksEveryoneOut(t *testing.T) {
+	t.Parallel()
+	hh := newHardened(t, nil)
+	guesser := func(i int) string { return fmt.Sprintf("[2001:db8:%x::1]:1000", i%8) }
+	for i := range GlobalFailureBurst {
+		hh.do("GET", "/monitoring/", guesser(i), testUser, "wrong", nil)
+	}
+	for i := range 120 {
+		hh.clock.Advance(GlobalFailureEvery)
+		hh.do("GET", "/monitoring/", guesser(i), testUser, "wrong", nil)
+		if rec := hh.do("GET", "/monitoring/", "192.0.2.50:1", testUser, testPass, nil); rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("second %d: operator with the right password = %d, want 429 while the guesser keeps the shared budget empty", i+1, rec.Code)
+		}
+	}
+	hh.clock.Advance(GlobalFailureEvery)
+	if rec := hh.do("GET", "/monitoring/", "192.0.2.50:1", testUser, testPass, nil); rec.Code != http.StatusOK {
+		t.Fatalf("operator once the guesser stops = %d, want 200", rec.Code)
+	}
+}
+
 // TestRequestsWithoutCredentialsCostNothing: a browser's first request
 // carries no credentials; it is challenged, not counted as a guess.
 func TestRequestsWithoutCredentialsCostNothing(t *testing.T) {
