@@ -89,9 +89,6 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer closeIn()
 	bar := newProgress(stderr, size)
-	if bar != nil && size > 0 {
-		in = io.TeeReader(in, bar)
-	}
 	br := bufio.NewReaderSize(in, 64<<10)
 	format, err := inputFormat(s.Format, name, br)
 	if err != nil {
@@ -116,6 +113,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		Concurrency: s.Concurrency,
 		Timeout:     s.Timeout,
 		MaxErrors:   s.MaxErrors,
+		Progress:    bar.update,
 		// A file's rest is read to count what a stopped run did not
 		// process; standard input may never end.
 		CountUnread: size >= 0,
@@ -126,9 +124,6 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 				return err
 			}
 			b = append(b, '\n')
-			if bar != nil && size <= 0 {
-				_ = bar.Add(1)
-			}
 			_, err = w.Write(b)
 			return err
 		},
@@ -170,9 +165,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 
 	sum, runErr := batch.Run(ctx, rd, cfg)
 	flushErr := w.Flush()
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	if errors.Is(runErr, batch.ErrEmpty) && sum.Lines == 0 {
 		return usageError{runErr}
 	}
@@ -243,26 +236,56 @@ func inputFormat(flagValue, name string, br *bufio.Reader) (batch.Format, error)
 }
 
 // newProgress returns a progress bar on stderr when it is a terminal, and
-// nil otherwise: a bar in a log file or a pipe is noise. With a known size
-// the bar counts input bytes, otherwise result lines.
-func newProgress(stderr io.Writer, size int64) *progressbar.ProgressBar {
+// nil otherwise: a bar in a log file or a pipe is noise.
+func newProgress(stderr io.Writer, size int64) *progress {
 	f, ok := stderr.(*os.File)
 	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
 		return nil
 	}
+	return startProgress(stderr, size)
+}
+
+// progress shows lines done (those with a result line, not those read
+// ahead), lines/s and, for a file of known size, the expected total and
+// the time left: the total is the size over the bytes per line read so far.
+type progress struct {
+	bar  *progressbar.ProgressBar
+	size int64
+}
+
+func startProgress(w io.Writer, size int64) *progress {
 	opts := []progressbar.Option{
-		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription("enqueue"),
 		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("lines"),
 	}
+	max := int64(-1) // a spinner until the total can be told
 	if size > 0 {
-		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionSetPredictTime(true))
-		return progressbar.NewOptions64(size, opts...)
+		opts = append(opts, progressbar.OptionSetPredictTime(true))
+		max = 1 // until the first update can tell the total
 	}
-	opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("lines"))
-	return progressbar.NewOptions64(-1, opts...)
+	return &progress{bar: progressbar.NewOptions64(max, opts...), size: size}
+}
+
+// update is batch.Config.Progress.
+func (p *progress) update(at batch.Progress) {
+	if p == nil {
+		return
+	}
+	if p.size > 0 && at.ReadBytes > 0 && at.Read > 0 {
+		total := max(int64(float64(at.Read)*float64(p.size)/float64(at.ReadBytes)), int64(at.Done))
+		p.bar.ChangeMax64(total)
+	}
+	_ = p.bar.Set(at.Done)
+}
+
+func (p *progress) finish() {
+	if p != nil {
+		_ = p.bar.Finish()
+	}
 }
 
 // peakRSS reports the process's peak resident set size from

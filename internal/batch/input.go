@@ -321,6 +321,9 @@ func (c *CSVReader) Read() (Record, error) {
 	return rec, nil
 }
 
+// Offset is how much input the rows read so far took (for progress).
+func (c *CSVReader) Offset() int64 { return c.r.InputOffset() }
+
 // MaxLineBytes bounds one JSON Lines line and one CSV record (which may
 // span lines inside quotes); a longer one is reported invalid and skipped,
 // without holding it in memory.
@@ -333,11 +336,15 @@ const MaxLineBytes = 64 << 10
 // the same as absent); durations are strings such as "90s". Blank lines are
 // skipped.
 type JSONLReader struct {
-	br   *bufio.Reader
-	line int
-	any  bool
-	buf  []byte
+	br     *bufio.Reader
+	line   int
+	any    bool
+	buf    []byte
+	offset int64
 }
+
+// Offset is how much input the lines read so far took (for progress).
+func (j *JSONLReader) Offset() int64 { return j.offset }
 
 // NewJSONLReader returns a reader of r.
 func NewJSONLReader(r io.Reader) *JSONLReader {
@@ -384,6 +391,10 @@ func (j *JSONLReader) readLine() (line []byte, tooLong bool, err error) {
 		chunk, isPrefix, err := j.br.ReadLine()
 		if err != nil {
 			return j.buf, tooLong, err
+		}
+		j.offset += int64(len(chunk))
+		if !isPrefix {
+			j.offset++ // the line end, "\n" (or "\r\n": close enough)
 		}
 		if !tooLong {
 			if len(j.buf)+len(chunk) > MaxLineBytes {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -91,6 +92,9 @@ type Config struct {
 	// Output receives every line's Result, in input order, from one
 	// goroutine. An error from it stops the run and is returned. Required.
 	Output func(Result) error
+	// Progress, when set, is called after each line's result is written,
+	// from the goroutine calling Output.
+	Progress func(Progress)
 	// CountUnread makes a run that stops early (MaxErrors, an Output
 	// failure) read the rest of the input, queueing nothing, to count the
 	// lines it did not process (Summary.Unprocessed). For files: on a pipe
@@ -136,6 +140,16 @@ func (c Config) validate() error {
 		return fmt.Errorf("batch: Config.Timeout %s: must be positive", c.Timeout)
 	}
 	return nil
+}
+
+// Progress is how far a run is.
+type Progress struct {
+	// Done counts the lines reported; Read the lines read from the input
+	// (at most Window ahead of Done).
+	Done, Read int
+	// ReadBytes is the input those Read lines took, when the Reader tells
+	// (an Offset method, as CSVReader and JSONLReader have); 0 otherwise.
+	ReadBytes int64
 }
 
 // Summary counts the lines of a run by status. Lines counts the lines
@@ -240,7 +254,10 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 		unread     bool  // stopped before the end of the input, rest not counted
 		readErr    error // set before jobs is closed
 		readerDone = make(chan struct{})
+		read       atomic.Int64 // records read, for Progress
+		readBytes  atomic.Int64
 	)
+	offset, _ := r.(interface{ Offset() int64 })
 	slots := make(chan struct{}, cfg.Window)
 	jobs := make(chan job, cfg.Concurrency)
 	results := make(chan done, cfg.Concurrency)
@@ -279,6 +296,10 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 				close(jobs)
 				return
 			}
+			if offset != nil {
+				readBytes.Store(offset.Offset())
+			}
+			read.Add(1)
 			if err != nil {
 				readErr = err
 				stop(err)
@@ -344,6 +365,10 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 				continue
 			}
 			sum.add(res)
+			if cfg.Progress != nil {
+				// The two counts may be a line apart: good enough for a bar.
+				cfg.Progress(Progress{Done: sum.Lines, Read: int(read.Load()), ReadBytes: readBytes.Load()})
+			}
 			if failure == nil && res.Status == StatusError && cfg.MaxErrors > 0 && sum.Errors >= cfg.MaxErrors {
 				failure = fmt.Errorf("%w: stopped after %d lines failed to enqueue", ErrTooManyErrors, sum.Errors)
 				stop(failure)
