@@ -61,6 +61,9 @@ func TestSettingsErrors(t *testing.T) {
 		{vars: map[string]string{"SMSQ_CONCURRENCY": "-3"}, want: "SMSQ_CONCURRENCY"},
 		{vars: map[string]string{"SMSQ_FETCHERS": "-1"}, want: "SMSQ_FETCHERS"},
 		{vars: map[string]string{"SMSQ_FETCHERS": "5", "SMSQ_CONCURRENCY": "4"}, want: "SMSQ_FETCHERS"},
+		// Bounded: 100000 made 1,000 fetch loops polling Redis 71k times a second.
+		{vars: map[string]string{"SMSQ_CONCURRENCY": "100000"}, want: "SMSQ_CONCURRENCY 100000: must be between 1 and 1000"},
+		{vars: map[string]string{"SMSQ_CONCURRENCY": "1000", "SMSQ_FETCHERS": "11"}, want: "SMSQ_FETCHERS 11: must be between 1 and SMSQ_CONCURRENCY (1000) and at most 10"},
 		{vars: map[string]string{"SMSQ_QUEUES": "bad"}, want: "SMSQ_QUEUES"},
 		{vars: map[string]string{"SMSQ_QUEUES": "critical=0"}, want: "SMSQ_QUEUES"},
 		{vars: map[string]string{"SMSQ_LOG_LEVEL": "loud"}, want: "SMSQ_LOG_LEVEL"},

@@ -33,6 +33,19 @@ const (
 	embeddedRedisAdr = "127.0.0.1:6379"
 )
 
+// Bounds of the worker's size. GenAuth takes 100 SMS/s; 1,000 calls in
+// flight cover 10 s calls at that rate, and more is a misconfiguration
+// that costs Redis (each fetch loop polls it ~100 times a second idle).
+const (
+	maxConcurrency = 1000
+	maxFetchers    = 10
+)
+
+// maxIdle is the idle connections each of the worker's two Redis pools
+// keeps: a tenth of the concurrency (at least 10), so that after a burst
+// an idle worker closes the rest instead of holding the whole pool open.
+func maxIdle(concurrency int) int { return max(10, concurrency/10) }
+
 // dequeueBackoffMax is the longest a fetch loop waits after failed
 // dequeues in a row (Redis down, or full and refusing the dequeue script).
 const dequeueBackoffMax = 2 * time.Second
@@ -86,7 +99,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.String(&s.HeaderPrefix, "genauth-header-prefix", "SMSQ_GENAUTH_HEADER_PREFIX", "", "send the app id and language only under x-genauth- or x-authing-; empty sends them under both, as GenAuth's SDKs between them do")
 	set.String(&s.Lang, "genauth-lang", "SMSQ_GENAUTH_LANG", "", "default SMS language: zh-CN, en-US, ja-JP or zh-TW")
 	set.Duration(&s.GenAuthTimeout, "genauth-timeout", "SMSQ_GENAUTH_TIMEOUT", 10*time.Second, "timeout of one GenAuth call")
-	set.Int(&s.Concurrency, "concurrency", "SMSQ_CONCURRENCY", 100, "tasks processed at once by this worker (the work waits on the network, so well above the CPU count)")
+	set.Int(&s.Concurrency, "concurrency", "SMSQ_CONCURRENCY", 100, "tasks processed at once by this worker (the work waits on the network, so well above the CPU count); at most 1000: run more workers for more")
 	set.String(&s.Queues, "queues", "SMSQ_QUEUES", config.FormatWeights(tasks.DefaultQueues()), "queues served, with weights")
 	set.Bool(&s.StrictPriority, "strict-priority", "SMSQ_STRICT_PRIORITY", false, "serve a lower queue only when the higher ones are empty")
 	set.Duration(&s.Retention, "retention", "SMSQ_RETENTION", history.DefaultRetention, "how long each task's history is kept for the why command")
@@ -99,7 +112,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Int(&s.RateBurst, "rate-burst", "SMSQ_RATE_BURST", 0, "calls allowed at once above the steady rate of SMSQ_RATE_LIMIT; 0 means a tenth of a second's worth (10 at 100/s)")
 	set.String(&s.RateLimitPerChannel, "rate-limit-per-channel", "SMSQ_RATE_LIMIT_PER_CHANNEL", "", "extra limits per channel under SMSQ_RATE_LIMIT, e.g. CHANNEL_LOGIN=50,CHANNEL_REGISTER=1200/m; a call must pass both")
 	set.Duration(&s.RateMaxWait, "rate-max-wait", "SMSQ_RATE_MAX_WAIT", tasks.DefaultRateMaxWait, "longest a task waits for the rate limit; a longer wait ends the attempt as throttled and it runs again when its turn comes")
-	set.Int(&s.Fetchers, "fetchers", "SMSQ_FETCHERS", 0, fmt.Sprintf("task fetch loops in this worker, sharing SMSQ_CONCURRENCY; each takes one task per Redis round trip; 0 means one per %d of concurrency", tasks.FetchLoopShare))
+	set.Int(&s.Fetchers, "fetchers", "SMSQ_FETCHERS", 0, fmt.Sprintf("task fetch loops in this worker, sharing SMSQ_CONCURRENCY; each takes one task per Redis round trip; 0 means one per %d of concurrency; at most %d", tasks.FetchLoopShare, maxFetchers))
 	set.Duration(&s.ShutdownTimeout, "shutdown-timeout", "SMSQ_SHUTDOWN_TIMEOUT", 15*time.Second, "how long running tasks may finish after SIGTERM")
 	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", 100*time.Millisecond, "how often an idle worker checks for new tasks: a new task waits up to 1.5 times this; each check costs a few Redis commands")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
@@ -150,8 +163,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_QUEUES: %w", err)
 	}
-	if s.Concurrency < 1 {
-		return fmt.Errorf("SMSQ_CONCURRENCY %d: must be at least 1", s.Concurrency)
+	if s.Concurrency < 1 || s.Concurrency > maxConcurrency {
+		return fmt.Errorf("SMSQ_CONCURRENCY %d: must be between 1 and %d (run more workers for more)", s.Concurrency, maxConcurrency)
 	}
 	if s.ShutdownTimeout <= 0 {
 		return fmt.Errorf("SMSQ_SHUTDOWN_TIMEOUT %s: must be positive", s.ShutdownTimeout)
@@ -192,7 +205,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		embeddedRedis = true
 		log.Warn().Str("addr", er.Addr()).Msg("EMBEDDED REDIS: no REDIS_URL and nothing on 127.0.0.1:6379; tasks live in this process only")
 	}
-	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: mainPoolSize(s.Concurrency)})
+	rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: mainPoolSize(s.Concurrency), MaxIdle: maxIdle(s.Concurrency)})
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
@@ -266,11 +279,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if fetchers == 0 {
 		fetchers = tasks.FetchLoops(s.Concurrency)
 	}
-	if fetchers < 1 || fetchers > s.Concurrency {
-		return fmt.Errorf("SMSQ_FETCHERS %d: must be between 1 and SMSQ_CONCURRENCY (%d), or 0 for one per %d of concurrency", s.Fetchers, s.Concurrency, tasks.FetchLoopShare)
+	if fetchers < 1 || fetchers > min(s.Concurrency, maxFetchers) {
+		return fmt.Errorf("SMSQ_FETCHERS %d: must be between 1 and SMSQ_CONCURRENCY (%d) and at most %d, or 0 for one per %d of concurrency", s.Fetchers, s.Concurrency, maxFetchers, tasks.FetchLoopShare)
 	}
 	// Handlers use it too (result writes, completion), hence its size.
-	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: queuePoolSize(s.Concurrency, fetchers)})
+	qrdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: queuePoolSize(s.Concurrency, fetchers), MaxIdle: maxIdle(s.Concurrency)})
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}

@@ -30,6 +30,10 @@ type Options struct {
 	// DialTimeout bounds each connection attempt; 0 keeps go-redis's 5 s.
 	// Commands that must fail fast when Redis is down set it lower.
 	DialTimeout time.Duration
+	// MaxIdle is the most idle connections kept per node; one returned
+	// beyond it is closed, so that a burst does not leave the pool's every
+	// connection open while the worker idles. 0 keeps them all.
+	MaxIdle int
 }
 
 // Open parses rawURL and returns a client. It does not connect. Its errors
@@ -53,6 +57,7 @@ func Open(rawURL string, o Options) (redis.UniversalClient, error) {
 		if o.DialTimeout > 0 {
 			opt.DialTimeout = o.DialTimeout
 		}
+		opt.MaxIdleConns = o.MaxIdle
 		return redis.NewClient(opt), nil
 	case "redis-sentinel":
 		addrs, err := hosts(u)
@@ -77,6 +82,7 @@ func Open(rawURL string, o Options) (redis.UniversalClient, error) {
 			DB:               db,
 			PoolSize:         o.PoolSize,
 			DialTimeout:      o.DialTimeout,
+			MaxIdleConns:     o.MaxIdle,
 		}), nil
 	case "redis-cluster":
 		addrs, err := hosts(u)
@@ -88,8 +94,9 @@ func Open(rawURL string, o Options) (redis.UniversalClient, error) {
 			Addrs:       addrs,
 			Username:    u.User.Username(),
 			Password:    pw,
-			PoolSize:    o.PoolSize,
-			DialTimeout: o.DialTimeout,
+			PoolSize:     o.PoolSize,
+			DialTimeout:  o.DialTimeout,
+			MaxIdleConns: o.MaxIdle,
 		}), nil
 	default:
 		return nil, fmt.Errorf("Redis URL %s: the scheme is not redis, rediss, redis-sentinel or redis-cluster", Redact(rawURL))
