@@ -91,9 +91,9 @@ func Open(rawURL string, o Options) (redis.UniversalClient, error) {
 		}
 		pw, _ := u.User.Password()
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:       addrs,
-			Username:    u.User.Username(),
-			Password:    pw,
+			Addrs:        addrs,
+			Username:     u.User.Username(),
+			Password:     pw,
 			PoolSize:     o.PoolSize,
 			DialTimeout:  o.DialTimeout,
 			MaxIdleConns: o.MaxIdle,
