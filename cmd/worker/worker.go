@@ -213,6 +213,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := redisconn.Ping(ctx, rdb, s.RedisURL, 5*time.Second); err != nil {
 		return err
 	}
+	checkRedisSettings(ctx, rdb, log)
 
 	// GenAuth: the configured tenant, or the sandbox.
 	w := &worker{log: log, web: web}
