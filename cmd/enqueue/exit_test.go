@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/smsq/smsq/internal/redistest"
+	"github.com/smsq/smsq/internal/workertest"
 )
 
 // asMainEnv makes the test binary run main instead of the tests, so that
@@ -21,7 +22,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(redistest.Main(m))
+	code := redistest.Main(m)
+	workertest.Cleanup() // the worker binary TestKeyModel built
+	os.Exit(code)
 }
 
 // runProcess runs the command as a process with REDIS_URL set to url and
