@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
@@ -27,6 +28,8 @@ type UIConfig struct {
 type UI struct {
 	mon    *asynqmon.HTTPHandler
 	apiDir string
+	stats  *queueStats
+	ins    *asynq.Inspector
 }
 
 // NewUI validates cfg and builds the UI. It does not connect to Redis.
@@ -45,7 +48,8 @@ func NewUI(cfg UIConfig) (*UI, error) {
 		}),
 		ReadOnly: !cfg.Writable,
 	})
-	return &UI{mon: mon, apiDir: mon.RootPath() + "/api/"}, nil
+	ins := asynq.NewInspector(cfg.Redis)
+	return &UI{mon: mon, apiDir: mon.RootPath() + "/api/", ins: ins, stats: &queueStats{ins: ins, now: time.Now}}, nil
 }
 
 // ServeHTTP serves the UI. API answers pass through maskAPI: asynqmon
@@ -55,8 +59,16 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.mon.ServeHTTP(w, r)
 		return
 	}
+	if r.Method == http.MethodGet && r.URL.Path == u.apiDir+"queue_stats" {
+		u.stats.ServeHTTP(w, r) // bounded and cached: see queueStats
+		return
+	}
 	rec := &recorder{header: http.Header{}, code: http.StatusOK}
 	u.mon.ServeHTTP(rec, r)
+	if rec.over {
+		text(w, http.StatusBadGateway, "answer larger than "+strconv.Itoa(maxAPIAnswer>>20)+" MiB: ask for a smaller page")
+		return
+	}
 	body := maskAPI(rec.body.Bytes())
 	h := w.Header()
 	for k, v := range rec.header {
@@ -69,7 +81,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close closes the UI's Redis connections.
-func (u *UI) Close() error { return u.mon.Close() }
+func (u *UI) Close() error { return errors.Join(u.mon.Close(), u.ins.Close()) }
 
 // maskAPI masks what a raw producer controls in a JSON answer (task IDs,
 // queue and group names, task types, error messages; payloads and results
@@ -130,12 +142,18 @@ func maskAPIValue(key string, v any) any {
 	}
 }
 
-// recorder buffers an answer so that it can be masked before it is sent.
+// maxAPIAnswer bounds an API answer buffered for masking: decoding it
+// takes several times its size.
+const maxAPIAnswer = 16 << 20
+
+// recorder buffers an answer so that it can be masked before it is sent,
+// up to maxAPIAnswer; past it, over is set and the rest is dropped.
 type recorder struct {
 	header http.Header
 	code   int
 	body   bytes.Buffer
 	wrote  bool
+	over   bool
 }
 
 func (r *recorder) Header() http.Header { return r.header }
@@ -148,5 +166,11 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(p []byte) (int, error) {
 	r.wrote = true
+	if r.over || r.body.Len()+len(p) > maxAPIAnswer {
+		r.over = true
+		return 0, errAnswerTooLarge
+	}
 	return r.body.Write(p)
 }
+
+var errAnswerTooLarge = errors.New("ops: API answer too large to buffer")
