@@ -124,7 +124,7 @@ func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.M
 	if err != nil {
 		return err
 	}
-	h.srv = ops.NewServer(handler)
+	h.srv = ops.NewServer(handler, httpLog)
 	h.served = make(chan error, 1)
 	ln := netutil.LimitListener(ops.LimitPerClient(h.ln, perClientConns(conns)), conns)
 	go func() { h.served <- h.srv.Serve(ln) }()

@@ -2,12 +2,18 @@ package ops
 
 import (
 	"errors"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/phone"
 )
 
 // FallbackAddr is where Listen goes when the default address is taken.
@@ -46,14 +52,27 @@ const (
 // NewServer returns the server for handler, with the timeouts above.
 // Timeouts end slow and idle connections; they do not bound how many are
 // open at once, which is what netutil.LimitListener on the listener does.
-func NewServer(handler http.Handler) *http.Server {
+// What net/http cannot hand to the handler (an accept error while the
+// process is out of files, a handler's panic) goes to log as warnings.
+func NewServer(handler http.Handler, log zerolog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,
+		ErrorLog:          stdlog.New(serverLog{log}, "", 0),
 	}
+}
+
+// serverLog turns net/http's ErrorLog lines into JSON warnings, so that
+// they are neither plain text among the JSON lines on stderr nor a way
+// around phone masking (a panic value can quote a request).
+type serverLog struct{ log zerolog.Logger }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	l.log.Warn().Msg(phone.MaskText(strings.TrimRight(string(p), "\n")))
+	return len(p), nil
 }
 
 // IsLoopback reports whether addr (host:port) listens only on the
