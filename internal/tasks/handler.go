@@ -264,7 +264,9 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	a.res.Queue = m.queue
 	a.res.Retried = m.retried
 	a.lastTry = m.retried >= m.maxRetry
-	a.log = h.log.With().Str("task_id", a.id).Str("queue", a.res.Queue).Int("retry", m.retried).Logger()
+	// A raw producer may have put a phone number into the task ID or the
+	// queue name (smsq's producers refuse both): logs show them masked.
+	a.log = h.log.With().Str("task_id", phone.MaskID(a.id)).Str("queue", phone.MaskID(a.res.Queue)).Int("retry", m.retried).Logger()
 	if a.id == "" {
 		// Only a caller outside asynq gets here; without an ID there is no
 		// reservation owner, so refuse rather than risk a double send.
@@ -462,7 +464,7 @@ func (h *Handler) collision(ctx context.Context, a *attempt, c *history.Collisio
 				a.log.Warn().Err(err).Msg("cannot restore the recorded result")
 			}
 		}
-		a.log.Info().Str("holder_queue", c.Queue).Msg("task already finished (" + why + "); redelivery ignored")
+		a.log.Info().Str("holder_queue", phone.MaskID(c.Queue)).Msg("task already finished (" + why + "); redelivery ignored")
 		return fmt.Errorf("%s (queue %s): %w", why, c.Queue, asynq.SkipRetry)
 	}
 	a.collided = true
@@ -669,7 +671,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 		ev.Int("api_code", r.APICode)
 	}
 	if r.Holder != "" {
-		ev.Str("holder", r.Holder)
+		ev.Str("holder", phone.MaskID(r.Holder))
 	}
 	if r.RetryInMS > 0 {
 		ev.Int64("retry_in_ms", r.RetryInMS)

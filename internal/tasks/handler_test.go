@@ -1051,3 +1051,34 @@ func TestLogsNeverHoldThePhoneNumber(t *testing.T) {
 		t.Fatalf("logs lack the masked phone field:\n%s", out)
 	}
 }
+
+// TestLogsMaskPhonesInTaskIDsAndQueues: a raw producer can still put a
+// phone number into a task ID or a queue name (smsq's producers refuse
+// both); the worker processes the task and keeps the number out of its
+// logs.
+func TestLogsMaskPhonesInTaskIDsAndQueues(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	logger := zerolog.New(&buf).Level(zerolog.DebugLevel)
+	for _, acquire := range []func(context.Context, string, string, string) (dedupe.Acquired, dedupe.Reservation, error){
+		nil, heldBy("login_13900139000_0", dedupe.StateSent, 30*time.Second),
+	} {
+		h, err := NewHandler(HandlerConfig{
+			Sender: &fakeSender{}, Reservations: &fakeReserver{AcquireFunc: acquire}, Journal: &fakeJournal{},
+			Logger: &logger, Now: func() time.Time { return testEnqueued.Add(time.Second) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = h.processTask(context.Background(), newTestTask(t, nil), taskMeta{id: "login_13800138008_1", maxRetry: 5, queue: "13800138040"})
+	}
+	out := buf.String()
+	if !strings.Contains(out, `"task_id":"login_`) || !strings.Contains(out, `"queue":"`) {
+		t.Fatalf("logs lack the task_id and queue fields:\n%s", out)
+	}
+	for _, full := range []string{"13800138008", "13800138040", "13900139000"} {
+		if strings.Contains(out, full) {
+			t.Fatalf("logs hold the full number %q:\n%s", full, out)
+		}
+	}
+}
