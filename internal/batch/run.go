@@ -319,11 +319,30 @@ func Run(ctx context.Context, r Reader, cfg Config) (Summary, error) {
 		}
 	}()
 
+	// Workers decide in input order whether a line starts, so that the
+	// lines that got a result once the run stops are a prefix of the input:
+	// a worker that took line n+1 must not start it when line n, taken by a
+	// slower worker, is skipped.
+	var (
+		turnMu sync.Mutex
+		turn   = sync.NewCond(&turnMu)
+		decide int // seq of the next line to decide on
+	)
+	starts := func(seq int) bool {
+		turnMu.Lock()
+		defer turnMu.Unlock()
+		for decide != seq {
+			turn.Wait()
+		}
+		decide++
+		turn.Broadcast()
+		return runCtx.Err() == nil
+	}
 	var wg sync.WaitGroup
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
-				if runCtx.Err() != nil {
+				if !starts(j.seq) {
 					// Not started before the stop: not enqueued, no result.
 					results <- done{seq: j.seq, skipped: true}
 					continue
