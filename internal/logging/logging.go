@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,19 @@ type Asynq struct {
 	// Component names the source in each line; default "asynq".
 	Component string
 
+	once    sync.Once
+	repeats Repeats
+}
+
+// Repeats rate-limits a stream of messages: the first of each message in
+// an interval of Every passes, later ones within it are counted, and the
+// count goes with the next one that passes. Messages are compared after
+// task IDs in them are replaced (see repeatKey), so that one outage
+// reported once per task in flight counts as one message. The zero value
+// lets everything through; it is safe for concurrent use.
+type Repeats struct {
+	Every time.Duration
+
 	mu   sync.Mutex
 	seen map[string]*repeat
 }
@@ -58,34 +72,53 @@ type repeat struct {
 	count int
 }
 
+// Allow reports whether msg should be logged now, and how many repeats of
+// it were held back since it last was.
+func (r *Repeats) Allow(msg string) (ok bool, suppressed int) {
+	if r.Every <= 0 {
+		return true, 0
+	}
+	key := repeatKey(msg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]*repeat{}
+	}
+	now := time.Now()
+	p := r.seen[key]
+	if p != nil && now.Sub(p.first) < r.Every {
+		p.count++
+		return false, 0
+	}
+	if p != nil {
+		suppressed = p.count
+	}
+	r.seen[key] = &repeat{first: now}
+	if len(r.seen) > 1000 {
+		// Bound memory: so many distinct messages are not repeats anyway.
+		clear(r.seen)
+	}
+	return true, suppressed
+}
+
+// taskIDs match what asynq and smsq put in messages about one task: task
+// IDs after "id=" and lists of them in brackets (asynq's lease and sync
+// messages), and UUIDs.
+var taskIDs = regexp.MustCompile(`(?i)\bid=[^\s;,"]+|\[[^\]]*\]|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b`)
+
+// repeatKey is msg with task IDs replaced.
+func repeatKey(msg string) string { return taskIDs.ReplaceAllString(msg, "<id>") }
+
 func (a *Asynq) emit(ev *zerolog.Event, args []any) {
 	msg := fmt.Sprint(args...)
-	if a.Every > 0 {
-		a.mu.Lock()
-		if a.seen == nil {
-			a.seen = map[string]*repeat{}
-		}
-		now := time.Now()
-		r := a.seen[msg]
-		if r != nil && now.Sub(r.first) < a.Every {
-			r.count++
-			a.mu.Unlock()
-			ev.Discard()
-			return
-		}
-		suppressed := 0
-		if r != nil {
-			suppressed = r.count
-		}
-		a.seen[msg] = &repeat{first: now}
-		if len(a.seen) > 1000 {
-			// Bound memory: messages carrying IDs are not repeats anyway.
-			clear(a.seen)
-		}
-		a.mu.Unlock()
-		if suppressed > 0 {
-			ev = ev.Int("repeated", suppressed)
-		}
+	a.once.Do(func() { a.repeats.Every = a.Every })
+	ok, suppressed := a.repeats.Allow(msg)
+	if !ok {
+		ev.Discard()
+		return
+	}
+	if suppressed > 0 {
+		ev = ev.Int("repeated", suppressed)
 	}
 	component := a.Component
 	if component == "" {

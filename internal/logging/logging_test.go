@@ -90,3 +90,28 @@ func TestStdLogLinesBecomeRateLimitedWarnings(t *testing.T) {
 		t.Fatalf("line %v: want a warning from metrics", line)
 	}
 }
+
+// TestRepeatsIgnoreTaskIDs: asynq reports an outage once per task in
+// flight ("Could not move task id=..."); those are one message.
+func TestRepeatsIgnoreTaskIDs(t *testing.T) {
+	t.Parallel()
+	r := &Repeats{Every: time.Minute}
+	msgs := []string{
+		`Could not move task id=6b1f0c1e-7c2a-4d47-9a41-1f2b3c4d5e6f from "asynq:{critical}:active" to "asynq:{critical}:retry"; Will retry syncing`,
+		`Could not move task id=batch-17 from "asynq:{critical}:active" to "asynq:{critical}:retry"; Will retry syncing`,
+		`Failed to extend lease for tasks [a b c]: dial tcp: connection refused`,
+		`Failed to extend lease for tasks [d]: dial tcp: connection refused`,
+	}
+	passed := 0
+	for _, m := range msgs {
+		if ok, _ := r.Allow(m); ok {
+			passed++
+		}
+	}
+	if passed != 2 {
+		t.Fatalf("%d of 4 lines passed, want 2 (one per message, IDs aside)", passed)
+	}
+	if ok, _ := r.Allow("Dequeue error: OOM"); !ok {
+		t.Fatal("a different message was held back")
+	}
+}

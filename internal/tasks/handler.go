@@ -15,6 +15,7 @@ import (
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/phone"
 )
 
@@ -63,7 +64,7 @@ func (h *Handler) restoreResult(ctx context.Context, a *attempt) {
 		return
 	}
 	if _, err := w.Write(e.Result); err != nil {
-		a.log.Warn().Err(err).Msg("cannot restore the recorded result")
+		h.limited(a.log.Warn().Err(err), "cannot restore the recorded result")
 	}
 }
 
@@ -154,6 +155,27 @@ type Handler struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// pending keeps definite outcomes Redis refused (see pending.go).
 	pending *pendingStore
+	// repeats rate-limits the "cannot ..." lines of a Redis outage, which
+	// every task in flight would otherwise log.
+	repeats *logging.Repeats
+}
+
+// outageLogEvery is how often one kind of Redis failure is logged while it
+// lasts, as for asynq's own messages.
+const outageLogEvery = 30 * time.Second
+
+// limited logs ev with msg unless the same message was logged in the last
+// outageLogEvery; the next one logged carries the count held back.
+func (h *Handler) limited(ev *zerolog.Event, msg string) {
+	ok, n := h.repeats.Allow(msg)
+	if !ok {
+		ev.Discard()
+		return
+	}
+	if n > 0 {
+		ev = ev.Int("repeated", n)
+	}
+	ev.Msg(msg)
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -201,6 +223,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		log: log, observer: cfg.Observer, now: cfg.Now, sandbox: cfg.Sandbox,
 		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
 		pending: &pendingStore{every: pendingEvery, now: cfg.Now},
+		repeats: &logging.Repeats{Every: outageLogEvery},
 	}
 	m, ok1 := cfg.Reservations.(sentMarker)
 	r, ok2 := cfg.Journal.(withRecorder)
@@ -309,7 +332,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		cancel()
 		if h.pending.holds(a.id) {
 			err := errors.New("the outcome of an earlier attempt of this task is not recorded yet")
-			a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
+			h.limited(a.log.Warn().Err(err), "cannot open attempt; will retry")
 			return h.bail(ctx, a, err)
 		}
 	}
@@ -336,7 +359,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	case errors.Is(err, dedupe.ErrHeld):
 		return h.held(ctx, a, resv.Owner, resv.TTL)
 	case err != nil:
-		a.log.Warn().Err(err).Msg("cannot take reservation; will retry")
+		h.limited(a.log.Warn().Err(err), "cannot take reservation; will retry")
 		return h.bail(ctx, a, err)
 	}
 	if acq == dedupe.AcquiredReentered {
@@ -427,7 +450,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 func (h *Handler) begin(ctx context.Context, a *attempt) (done bool, err error) {
 	a.begun, err = h.journal.Begin(ctx, a.id, a.ident, a.start)
 	if err != nil {
-		a.log.Warn().Err(err).Msg("cannot open attempt; will retry")
+		h.limited(a.log.Warn().Err(err), "cannot open attempt; will retry")
 		return true, h.bail(ctx, a, err)
 	}
 	if c := a.begun.Collision; c != nil {
@@ -461,7 +484,7 @@ func (h *Handler) collision(ctx context.Context, a *attempt, c *history.Collisio
 	if len(c.Recorded) > 0 {
 		if w := a.task.ResultWriter(); w != nil {
 			if _, err := w.Write(c.Recorded); err != nil {
-				a.log.Warn().Err(err).Msg("cannot restore the recorded result")
+				h.limited(a.log.Warn().Err(err), "cannot restore the recorded result")
 			}
 		}
 		a.log.Info().Str("holder_queue", phone.MaskID(c.Queue)).Msg("task already finished (" + why + "); redelivery ignored")
@@ -635,7 +658,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	jerr, markErr := h.writeRecord(bctx, a, e, unknownAttempt)
 	if markErr != nil {
-		a.log.Warn().Err(markErr).Msg("cannot mark reservation sent")
+		h.limited(a.log.Warn().Err(markErr), "cannot mark reservation sent")
 	}
 	var recErr error
 	if written != nil {
@@ -688,7 +711,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	ev.Msg("send_sms attempt")
 
 	if recErr != nil {
-		a.log.Error().Err(recErr).Str("outcome", outcome).Msg("cannot record outcome")
+		h.limited(a.log.Error().Err(recErr).Str("outcome", outcome), "cannot record outcome")
 		if final && ret == nil && !a.lastTry {
 			// Retrying records the outcome later: the reservation state and
 			// the journal make the rerun safe. On the last try asynq would
@@ -746,15 +769,15 @@ func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, unknown
 			// The journal, which tells a redelivery the task is done, is
 			// written; the mark is only for other tasks of the pair, and
 			// the reservation outlasts GenAuth's own window anyway.
-			a.log.Warn().Err(markErr).Msg("cannot mark reservation sent")
+			h.limited(a.log.Warn().Err(markErr), "cannot mark reservation sent")
 		}
 		return jerr
 	})
 	if w == nil {
 		return fmt.Errorf("%w (too many outcomes already waiting for Redis)", cause)
 	}
-	a.log.Warn().Err(cause).Str("outcome", e.Outcome).
-		Msg("cannot record outcome; keeping it and writing it as soon as Redis takes writes")
+	h.limited(a.log.Warn().Err(cause).Str("outcome", e.Outcome),
+		"cannot record outcome; keeping it and writing it as soon as Redis takes writes")
 	select {
 	case <-w.done:
 		return nil
@@ -767,7 +790,7 @@ func (h *Handler) release(ctx context.Context, a *attempt) {
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
 	if _, err := h.resv.Release(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
-		a.log.Warn().Err(err).Msg("cannot release reservation; it expires by itself")
+		h.limited(a.log.Warn().Err(err), "cannot release reservation; it expires by itself")
 	}
 }
 
@@ -781,7 +804,7 @@ func (h *Handler) markUnknown(ctx context.Context, a *attempt) {
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
 	if err := h.resv.MarkUnknown(bctx, a.v.Phone.E164, string(a.v.Channel), a.id); err != nil {
-		a.log.Warn().Err(err).Msg("cannot mark reservation unknown")
+		h.limited(a.log.Warn().Err(err), "cannot mark reservation unknown")
 	}
 }
 

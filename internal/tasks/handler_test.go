@@ -1082,3 +1082,34 @@ func TestLogsMaskPhonesInTaskIDsAndQueues(t *testing.T) {
 		}
 	}
 }
+
+// TestOutageWarningsAreRateLimited: during a Redis outage every task in
+// flight fails the same way; the worker logs each kind of failure once per
+// interval, not once per task, and the next line says how many it held
+// back.
+func TestOutageWarningsAreRateLimited(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	log := zerolog.New(&buf)
+	boom := errors.New("dial tcp 127.0.0.1:6379: connect: connection refused")
+	journal := &fakeJournal{BeginFunc: func(context.Context, string, time.Time) (history.Begun, error) { return history.Begun{}, boom }}
+	h, err := NewHandler(HandlerConfig{Sender: &fakeSender{}, Reservations: &fakeReserver{}, Journal: journal, Logger: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.repeats.Every = 3 * time.Second
+	run := func(n int) {
+		for i := range n {
+			_ = h.processTask(context.Background(), newTestTask(t, nil), taskMeta{id: fmt.Sprintf("task-%d", i), maxRetry: DefaultMaxRetry})
+		}
+	}
+	run(20)
+	if got := strings.Count(buf.String(), "cannot open attempt"); got != 1 {
+		t.Fatalf("20 tasks failing on Redis logged %d lines, want 1:\n%s", got, buf.String())
+	}
+	time.Sleep(3100 * time.Millisecond) // the interval passes
+	run(1)
+	if got := strings.Count(buf.String(), "cannot open attempt"); got != 2 || !strings.Contains(buf.String(), `"repeated":19`) {
+		t.Fatalf("after the interval: %d lines, want 2, the second with repeated 19:\n%s", got, buf.String())
+	}
+}

@@ -49,6 +49,7 @@ func TestSentThenRedisLost(t *testing.T) {
 				ids = append(ids, e.send("CHANNEL_LOGIN", phoneNumber(8000+10*i+j)))
 			}
 			waitCalls(t, e, n)
+			linesBefore := len(w.Logs(t))
 
 			if c.full {
 				if err := e.rdb.ConfigSet(context.Background(), "maxmemory", "1").Err(); err != nil {
@@ -103,9 +104,24 @@ func TestSentThenRedisLost(t *testing.T) {
 				}
 			}
 			sort.Ints(perTask)
-			t.Logf("sent, then Redis %s: %d tasks, GenAuth calls per task %v, sends %d; every outcome in the history %s after Redis returned, tasks finished %s after (outage %s); outcomes %v",
+			// The outage is logged once per kind of message and 30 s, not
+			// once per task in flight or per poll.
+			warnings, kinds := 0, map[string]int{}
+			for _, l := range w.Logs(t)[linesBefore:] {
+				if l.Level == "warn" || l.Level == "error" {
+					warnings++
+					kinds[l.Component+": "+l.Message]++
+				}
+			}
+			perKind := int(up.Sub(down)/(30*time.Second)) + 1
+			for msg, k := range kinds {
+				if k > perKind {
+					t.Errorf("outage line logged %d times in %s, want at most %d (once per 30 s): %s", k, up.Sub(down).Round(time.Second), perKind, msg)
+				}
+			}
+			t.Logf("sent, then Redis %s: %d tasks, GenAuth calls per task %v, sends %d; every outcome in the history %s after Redis returned, tasks finished %s after (outage %s); outcomes %v; %d warning lines in %d kinds",
 				map[bool]string{false: "killed", true: "full"}[c.full], n, perTask, len(e.fake.Sent()),
-				recorded.Round(10*time.Millisecond), done.Round(10*time.Millisecond), up.Sub(down).Round(10*time.Millisecond), outcomes(st))
+				recorded.Round(10*time.Millisecond), done.Round(10*time.Millisecond), up.Sub(down).Round(10*time.Millisecond), outcomes(st), warnings, len(kinds))
 		})
 	}
 }
