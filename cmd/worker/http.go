@@ -11,7 +11,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
-	"golang.org/x/net/netutil"
 
 	"github.com/smsq/smsq/internal/config"
 	"github.com/smsq/smsq/internal/metrics"
@@ -31,7 +30,7 @@ const defaultHTTPMaxConns = 128
 // bindHTTPSettings declares the settings of the HTTP listener and the UI.
 func bindHTTPSettings(set *config.Set, s *settings) {
 	set.String(&s.HTTPAddr, "http-addr", "SMSQ_HTTP_ADDR", defaultHTTPAddr, "HTTP listener for /metrics, /healthz, /readyz and the web UI; off disables it. Keep it on a private network: only the UI needs credentials")
-	set.Int(&s.HTTPMaxConns, "http-max-conns", "SMSQ_HTTP_MAX_CONNS", defaultHTTPMaxConns, "most connections the HTTP listener holds at once (lowered to fit RLIMIT_NOFILE beside the send path's sockets); more wait in the kernel's queue")
+	set.Int(&s.HTTPMaxConns, "http-max-conns", "SMSQ_HTTP_MAX_CONNS", defaultHTTPMaxConns, "most connections the HTTP listener holds at once (lowered to fit RLIMIT_NOFILE beside the send path's sockets); at the cap a new one replaces the longest-idle")
 	set.String(&s.UI, "ui", "SMSQ_UI", "on", "web UI (asynqmon) under /monitoring: on or off")
 	set.Bool(&s.UIWritable, "ui-writable", "SMSQ_UI_WRITABLE", false, "let the web UI delete, run, archive and cancel tasks and pause queues (read-only by default)")
 	set.String(&s.UIUser, "ui-user", "SMSQ_UI_USER", "", "web UI basic-auth user (required, with the password, when SMSQ_HTTP_ADDR is not loopback)")
@@ -91,8 +90,8 @@ func perClientConns(conns int) int { return max(4, conns/8) }
 // the UI opens its own connections from the Redis URL. The listener holds
 // at most SMSQ_HTTP_MAX_CONNS connections, fewer when fileLimit (0:
 // unknown) leaves less beside the sendPath files set aside for the send
-// path (see sendPathFiles); connections beyond it wait in the kernel's
-// accept queue and hold no file of this process.
+// path (see sendPathFiles); at the cap a new connection replaces the one
+// waiting longest (ops.CapConns).
 func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.Metrics, fileLimit uint64, sendPath int) error {
 	if h == nil {
 		return nil
@@ -126,7 +125,8 @@ func (h *httpSurface) serve(s *settings, rdb redis.UniversalClient, m *metrics.M
 	}
 	h.srv = ops.NewServer(handler, httpLog)
 	h.served = make(chan error, 1)
-	ln := netutil.LimitListener(ops.LimitPerClient(h.ln, perClientConns(conns)), conns)
+	ln, connState := ops.CapConns(ops.LimitPerClient(h.ln, perClientConns(conns)), conns)
+	h.srv.ConnState = connState
 	go func() { h.served <- h.srv.Serve(ln) }()
 	ev := h.log.Info().Str("http_addr", h.Addr()).Int("http_max_conns", conns).
 		Int("http_max_conns_per_client", perClientConns(conns)).Bool("ui", h.ui != nil)

@@ -51,7 +51,7 @@ const (
 
 // NewServer returns the server for handler, with the timeouts above.
 // Timeouts end slow and idle connections; they do not bound how many are
-// open at once, which is what netutil.LimitListener on the listener does.
+// open at once, which is what CapConns on the listener does.
 // What net/http cannot hand to the handler (an accept error while the
 // process is out of files, a handler's panic) goes to log as warnings.
 func NewServer(handler http.Handler, log zerolog.Logger) *http.Server {
@@ -92,7 +92,7 @@ func IsLoopback(addr string) bool {
 // LimitPerClient closes at once each connection from a client (an IPv4
 // address or an IPv6 /64) that already holds n open ones, so that one
 // client cannot take every connection a capped listener allows and keep
-// the probes out. Put it under netutil.LimitListener: a connection it
+// the probes out. Put it under CapConns: a connection it
 // closes never counts against the cap, and holds a file only for the
 // moment it takes to close.
 func LimitPerClient(ln net.Listener, n int) net.Listener {
