@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,6 +120,7 @@ func runWhy(ctx context.Context, args []string, getenv func(string) string, stdo
 
 	var report interface {
 		text(w io.Writer, now time.Time)
+		mask()
 	}
 	if s.Phone != "" {
 		resv, err := dedupe.New(dedupe.Config{Client: rdb, Hasher: hasher})
@@ -135,6 +137,9 @@ func runWhy(ctx context.Context, args []string, getenv func(string) string, stdo
 			return err
 		}
 	}
+	// Task IDs, queue names and texts come from producers and GenAuth: a
+	// phone hidden in them is masked in both forms of the report.
+	report.mask()
 	if s.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -179,6 +184,51 @@ func newTaskView(e history.Entry) taskView {
 		v.Rule = r.Rule
 	}
 	return v
+}
+
+// mask masks what producers and GenAuth wrote: IDs and names where they
+// hide a phone (phone.MaskID), free text where it may echo one.
+func (v *taskView) mask() {
+	v.TaskID, v.Queue, v.Holder, v.RequestID = phone.MaskID(v.TaskID), phone.MaskID(v.Queue), phone.MaskID(v.Holder), phone.MaskID(v.RequestID)
+	v.Reason, v.Message = phone.MaskText(v.Reason), phone.MaskText(v.Message)
+}
+
+func (r *phoneReport) mask() {
+	for i := range r.Reservations {
+		r.Reservations[i].Owner = phone.MaskID(r.Reservations[i].Owner)
+	}
+	for i := range r.Recent {
+		r.Recent[i].mask()
+	}
+}
+
+func (r *taskReport) mask() {
+	r.TaskID = phone.MaskID(r.TaskID)
+	if r.History != nil {
+		r.History.mask()
+	}
+	for i := range r.Others {
+		r.Others[i].mask()
+	}
+	for i, q := range r.Searched {
+		r.Searched[i] = phone.MaskID(q)
+	}
+	if a := r.Asynq; a != nil {
+		a.Queue, a.LastError = phone.MaskID(a.Queue), phone.MaskText(a.LastError)
+		if v, err := decodeKeepNumbers(a.Result); err == nil {
+			if b, err := json.Marshal(phone.MaskJSON(v)); err == nil {
+				a.Result = b
+			}
+		}
+	}
+}
+
+// decodeKeepNumbers decodes b keeping numbers as written.
+func decodeKeepNumbers(b []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	return v, dec.Decode(&v)
 }
 
 func (v taskView) text(w io.Writer, now time.Time, indent string) {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/phone"
 	"github.com/smsq/smsq/internal/redistest"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -314,5 +317,32 @@ func TestWhyTaskInAnyQueue(t *testing.T) {
 	r = runCmd(t, srv.URL(), "", "why", "--task", "stranded-9")
 	if r.code == 0 {
 		t.Fatalf("a task that is nowhere was found:\n%s", r.stdout)
+	}
+}
+
+// TestWhyMasksWhatProducersWrote: task IDs, queue names, reasons, GenAuth
+// messages and asynq's last error may hold a phone (a raw producer's ID,
+// GenAuth echoing the number): why shows none in full, in either form,
+// and keeps IDs without one readable.
+func TestWhyMasksWhatProducersWrote(t *testing.T) {
+	t.Parallel()
+	v := taskView{TaskID: "login_13800138023_1", Queue: "13800138040", Reason: "phone １３８００１３８０２０ is invalid",
+		Message: "phone 138/0013/8021 is invalid", RequestID: "80662045-af6a-419f-b0a2-17213814b4c5", Holder: "reg-13800138024"}
+	r := &taskReport{TaskID: v.TaskID, History: &v, Others: []taskView{v}, Searched: []string{"13800138041"},
+		Asynq: &asynqView{Queue: "13800138040", LastError: "genauth: phone ١٣٨٠٠١٣٨٠٣٢ is invalid",
+			Result: []byte(`{"reason":"phone 13800138025","requestId":"80662045-af6a-419f-b0a2-17213814b4c5","sendBy":"2026-12-02T01:12:32.897Z"}`)}}
+	r.mask()
+	var text bytes.Buffer
+	r.text(&text, time.Now())
+	js, _ := json.Marshal(r)
+	for _, out := range []string{text.String(), string(js)} {
+		for _, n := range []string{"13800138023", "13800138040", "13800138020", "13800138021", "13800138024", "13800138041", "13800138032", "13800138025"} {
+			if strings.Contains(phone.Digits(out), n) {
+				t.Errorf("why shows %s:\n%s", n, out)
+			}
+		}
+		if !strings.Contains(out, "80662045-af6a-419f-b0a2-17213814b4c5") || !strings.Contains(out, "2026-12-02T01:12:32.897Z") {
+			t.Errorf("why garbles the requestId or a timestamp:\n%s", out)
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+
+	"github.com/smsq/smsq/internal/phone"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -110,7 +112,9 @@ var taskIDs = regexp.MustCompile(`(?i)\bid=[^\s;,"]+|\[[^\]]*\]|\b[0-9a-f]{8}-[0
 func repeatKey(msg string) string { return taskIDs.ReplaceAllString(msg, "<id>") }
 
 func (a *Asynq) emit(ev *zerolog.Event, args []any) {
-	msg := fmt.Sprint(args...)
+	// asynq's messages quote task IDs, queue names and handler errors,
+	// which a raw producer or GenAuth may have filled with a phone number.
+	msg := phone.MaskText(fmt.Sprint(args...))
 	a.once.Do(func() { a.repeats.Every = a.Every })
 	ok, suppressed := a.repeats.Allow(msg)
 	if !ok {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/smsq/smsq/internal/phone"
@@ -48,7 +47,7 @@ func MaskPayload(payload []byte) string {
 			}
 		}
 	}
-	return encode(maskValue("", v))
+	return encode(phone.MaskJSON(v))
 }
 
 // MaskResult renders a task result for people. Results hold a masked phone
@@ -59,7 +58,7 @@ func MaskResult(result []byte) string {
 	if !ok {
 		return MaskText(string(result))
 	}
-	return encode(maskValue("", v))
+	return encode(phone.MaskJSON(v))
 }
 
 func decode(b []byte) (any, bool) {
@@ -84,37 +83,4 @@ func encode(v any) string {
 		return strings.ToValidUTF8(string(b[:maxShown]), "") + "…"
 	}
 	return string(b)
-}
-
-// maskValue masks strings and long numbers in v. Timestamps stay readable
-// (their nanoseconds are nine digits), and so do numbers under keys ending
-// in "Ms", which are durations.
-func maskValue(key string, v any) any {
-	switch x := v.(type) {
-	case string:
-		if _, err := time.Parse(time.RFC3339Nano, x); err == nil {
-			return x
-		}
-		return MaskText(x)
-	case json.Number:
-		if strings.HasSuffix(key, "Ms") || strings.HasSuffix(key, "MS") {
-			return x
-		}
-		if s := MaskText(x.String()); s != x.String() {
-			return s
-		}
-		return x
-	case map[string]any:
-		for k, e := range x {
-			x[k] = maskValue(k, e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = maskValue(key, e)
-		}
-		return x
-	default:
-		return v
-	}
 }

@@ -401,10 +401,10 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 	switch {
 	case resp != nil:
 		a.res.HTTPStatus, a.res.StatusCode, a.res.APICode = resp.HTTPStatus, resp.StatusCode, resp.APICode
-		a.res.Message, a.res.RequestID = clip(resp.Message, 200), resp.RequestID
+		a.res.Message, a.res.RequestID = clip(phone.MaskText(resp.Message), 200), phone.MaskID(resp.RequestID)
 	case errors.As(callErr, &gerr):
 		a.res.HTTPStatus, a.res.StatusCode, a.res.APICode = gerr.HTTPStatus, gerr.StatusCode, gerr.APICode
-		a.res.Message, a.res.RequestID = clip(gerr.Message, 200), gerr.RequestID
+		a.res.Message, a.res.RequestID = clip(phone.MaskText(gerr.Message), 200), phone.MaskID(gerr.RequestID)
 	}
 	class, rule := h.classifier.ClassifyRule(resp, callErr)
 	a.res.Class, a.res.Rule = class.String(), rule
@@ -630,7 +630,8 @@ func (h *Handler) final(ctx context.Context, a *attempt, outcome, reason string,
 func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final bool, reason string, unknownAttempt bool, ret error) error {
 	end := h.now()
 	r := &a.res
-	r.Outcome, r.Final, r.Reason = outcome, final, clip(reason, 500)
+	// Reasons quote GenAuth and producers, who may echo the number.
+	r.Outcome, r.Final, r.Reason = outcome, final, clip(phone.MaskText(reason), 500)
 	r.Sandbox = h.sandbox
 	r.FinishedAt = end.UTC()
 	r.DurationMS = end.Sub(a.start).Milliseconds()

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/smsq/smsq/internal/phone"
 	"os"
 	"strings"
 
@@ -60,8 +61,8 @@ type Leak struct {
 	Redacted string
 }
 
-// PhoneLeaks returns the lines that hold one of numbers in full. numbers
-// are digits only; a number longer than a national one (country code
+// PhoneLeaks returns the lines that hold one of numbers in full, in any
+// form phone.Digits reads. numbers are ASCII digits only; a number longer than a national one (country code
 // included) also counts when only its last 11 digits appear.
 func PhoneLeaks(lines []Line, numbers []string) []Leak {
 	if len(numbers) == 0 {
@@ -77,11 +78,18 @@ func PhoneLeaks(lines []Line, numbers []string) []Leak {
 		// A number appears only inside a run of digits at least as long,
 		// so most lines are done with after one scan, even against
 		// thousands of numbers.
-		runs := digitRuns(l.Raw, shortest)
+		// Any digit script and separator libphonenumber accepts counts:
+		// "１３８-0013/8000" is the number as much as "13800138000".
+		runs := digitRuns(phone.Digits(l.Raw), shortest)
 		for _, n := range numbers {
 			for _, run := range runs {
 				if strings.Contains(run, n) || (len(n) > 11 && strings.Contains(run, n[len(n)-11:])) {
-					redacted := strings.ReplaceAll(l.Raw, n, "<PHONE>")
+					raw := l.Raw
+					if !strings.Contains(raw, n[max(0, len(n)-11):]) {
+						// Written in another form: redact the normalised line.
+						raw = phone.Digits(raw)
+					}
+					redacted := strings.ReplaceAll(raw, n, "<PHONE>")
 					if len(n) > 11 {
 						redacted = strings.ReplaceAll(redacted, n[len(n)-11:], "<PHONE>")
 					}

@@ -19,6 +19,9 @@ func TestPhoneLeaks(t *testing.T) {
 		{Raw: `{"message":"sent","phone":"+8613910000002"}`},
 		{Raw: `{"message":"bad","payload":"12345678"}`},
 		{Raw: `{"message":"ok","n":1391000000}`},
+		{Raw: `{"message":"sent","phone":"１３９１００００００３"}`},
+		{Raw: `{"message":"sent","phone":"139/1000/0004"}`},
+		{Raw: `{"message":"sent","phone":"١٣٩١٠٠٠٠٠٠٥"}`},
 	}
 	cases := []struct {
 		name    string
@@ -31,6 +34,9 @@ func TestPhoneLeaks(t *testing.T) {
 		{"national part of a longer number", []string{"8613910000001"}, []Leak{{Line: 2, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
 		{"short number", []string{"12345678"}, []Leak{{Line: 4, Redacted: `{"message":"bad","payload":"<PHONE>"}`}}},
 		{"prefix only", []string{"13910000009"}, nil},
+		{"full-width digits", []string{"13910000003"}, []Leak{{Line: 6, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
+		{"slashes", []string{"13910000004"}, []Leak{{Line: 7, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
+		{"Arabic-Indic digits", []string{"13910000005"}, []Leak{{Line: 8, Redacted: `{"message":"sent","phone":"<PHONE>"}`}}},
 	}
 	for _, c := range cases {
 		if got := PhoneLeaks(lines, c.numbers); !reflect.DeepEqual(got, c.want) {
