@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+
+	"github.com/smsq/smsq/internal/phone"
 )
 
 // Budgets for wrong passwords. Each wrong one costs a token from its
@@ -155,7 +157,7 @@ func (a *basicAuth) failed(r *http.Request, client netip.Prefix, result string, 
 		a.held.Add(1)
 		return
 	}
-	a.log.Warn().Str("client", client.String()).Str("remote_addr", r.RemoteAddr).Str("path", r.URL.Path).
+	a.log.Warn().Str("client", client.String()).Str("remote_addr", r.RemoteAddr).Str("path", phone.MaskText(r.URL.Path)).
 		Str("result", result).Int64("failures", a.held.Swap(0)+1).
 		Msg("web UI login refused")
 }

@@ -458,3 +458,21 @@ func TestLimitPerClient(t *testing.T) {
 	dialFrom("127.0.0.1")
 	waitAccepted(1)
 }
+
+// A refused login's log line names the path it asked for, masked: a UI
+// path can hold a task ID or a queue name with a phone number in it.
+func TestRefusedLoginLogMasksThePath(t *testing.T) {
+	t.Parallel()
+	hh := newHardened(t, nil)
+	rec := hh.do("GET", "/monitoring/api/queues/default/tasks/login_13800138000_1", "198.51.100.8:5555", testUser, "wrong", nil)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong password = %d, want 401", rec.Code)
+	}
+	logs := hh.logs.String()
+	if !strings.Contains(logs, "/monitoring/api/queues/default/tasks/") {
+		t.Fatalf("log does not name the path:\n%s", logs)
+	}
+	if strings.Contains(logs, "13800138000") {
+		t.Fatalf("log holds a full phone number:\n%s", logs)
+	}
+}
