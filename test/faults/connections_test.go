@@ -35,10 +35,14 @@ func TestIdleConnectionsAfterBurst(t *testing.T) {
 	e.startWorker("SMSQ_CONCURRENCY=100")
 	time.Sleep(time.Second) // start-up connections settle
 	before := e.connectedClients()
-	e.fake.SetLatency(300 * time.Millisecond)
+	// Fill the worker's concurrency with held calls, then answer them all
+	// at once: their records hit Redis together, on as many connections.
+	e.fake.Hold()
 	for i := range 200 {
 		e.send("CHANNEL_REGISTER", phoneNumber(8600+i))
 	}
+	waitCalls(t, e, 100)
+	e.fake.Release()
 	peak := 0
 	waitFor(t, 60*time.Second, func() (bool, string) {
 		peak = max(peak, e.connectedClients())
