@@ -116,7 +116,21 @@ type Client struct {
 	now  func() time.Time
 	// served are the queues workers serve; Send refuses others.
 	served []string
+	// claimGrace is how old an unbegun claim must be before a producer
+	// may take it over (see Enqueue).
+	claimGrace time.Duration
 }
+
+// DefaultClaimGrace is how long a producer has between claiming a key and
+// enqueueing its task before another producer with the same key may take
+// an unbegun claim over whose task is not in asynq.
+const DefaultClaimGrace = 10 * time.Second
+
+// WithClaimGrace sets how old a claim without a queued task must be before
+// a producer with the same idempotency key takes it over (default
+// DefaultClaimGrace). It must exceed the longest a producer may take
+// between its claim and its enqueue.
+func WithClaimGrace(d time.Duration) ClientOption { return func(c *Client) { c.claimGrace = d } }
 
 // NewClient connects to the Redis at redisURL (see README for URL forms).
 func NewClient(redisURL string, opts ...ClientOption) (*Client, error) {
@@ -135,7 +149,7 @@ func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client
 	// The worker's defaults; New fails only without a client, and then
 	// Enqueue says so.
 	keys, _ := history.New(history.Config{Client: rdb})
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues()}
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -224,6 +238,12 @@ const claimSlack = tasks.DefaultRetention
 // worker's journal record of that ID, holding the task's identity); the
 // claim is given back if the enqueue fails. The error wraps ErrDuplicate
 // when the key is in use, in any queue.
+//
+// A claim whose give-back failed too (Redis lost between the claim and the
+// enqueue) would refuse every retry of a task never queued, so a claim no
+// worker began, older than the claim grace and without a task in asynq's
+// claimed queue is taken over (compare-and-set on the claim's token). A
+// first enqueue costs no round trip for this.
 func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
 	key := v.IdempotencyKey
 	if key == "" {
@@ -235,9 +255,14 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 	}
 	id := history.IdentityOf(v.Queue, t.Payload())
 	ttl := v.SendBy.Sub(c.now()) + claimSlack
-	if err := c.keys.Claim(ctx, key, id, ttl); err != nil {
+	claim, err := c.keys.Claim(ctx, key, id, ttl)
+	var held *history.Held
+	if errors.As(err, &held) && held.Unbegun(c.claimGrace) {
+		claim, err = c.takeOver(ctx, held, id, ttl)
+	}
+	if err != nil {
 		if errors.Is(err, history.ErrClaimed) {
-			return nil, fmt.Errorf("%w: %q (%s)", ErrDuplicate, key, strings.TrimPrefix(err.Error(), history.ErrClaimed.Error()+" "))
+			return nil, fmt.Errorf("%w: %q %s", ErrDuplicate, key, strings.TrimPrefix(err.Error(), history.ErrClaimed.Error()+" "))
 		}
 		return nil, fmt.Errorf("smsq: enqueue: %w", err)
 	}
@@ -247,12 +272,31 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 		// caller's retry of a task that was never queued.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if rerr := c.keys.Release(rctx, key, id); rerr != nil {
-			err = fmt.Errorf("%w; the key stays claimed: %v", err, rerr)
+		if rerr := c.keys.Release(rctx, claim); rerr != nil {
+			err = fmt.Errorf("%w; the key stays claimed for %s: %v", err, c.claimGrace, rerr)
 		}
 	}
 	return info, err
 }
+
+// takeOver replaces the unbegun claim held when asynq has no task of that
+// ID in the claimed queue; otherwise the task was queued and held stands.
+// asynq's task key lives in its queue's Cluster slot, not in the claim's,
+// so the check is a command of its own before the compare-and-set.
+func (c *Client) takeOver(ctx context.Context, held *history.Held, id history.Identity, ttl time.Duration) (history.Claim, error) {
+	n, err := c.rdb.Exists(ctx, asynqTaskKey(held.Queue, held.TaskID)).Result()
+	if err != nil {
+		return history.Claim{}, err
+	}
+	if n != 0 {
+		return history.Claim{}, held
+	}
+	return c.keys.TakeOver(ctx, held, id, ttl)
+}
+
+// asynqTaskKey is the hash asynq keeps a task in, in any state, until it is
+// deleted (asynq's base.TaskKey, internal to asynq).
+func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 // enqueue is asynq's Enqueue with its errors in smsq's terms.
 func (c *Client) enqueue(ctx context.Context, t *asynq.Task, key string) (*asynq.TaskInfo, error) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -96,5 +97,191 @@ func TestSendReleasesTheKeyWhenTheEnqueueFails(t *testing.T) {
 	}
 	if n := rdb.Exists(ctx, history.TaskKey(history.DefaultPrefix, "k-raw")).Val(); n != 0 {
 		t.Fatalf("the refused Send left its claim behind")
+	}
+}
+
+// redisLost fails, once armed, asynq's next command and every command
+// after it until cleared: Redis lost between a producer's claim and its
+// enqueue, so that the claim cannot be given back either.
+type redisLost struct{ armed, down atomic.Bool }
+
+func (f *redisLost) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f *redisLost) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if f.down.Load() {
+			for _, c := range cmds {
+				c.SetErr(errors.New("connection reset by peer"))
+			}
+			return cmds[0].Err()
+		}
+		return next(ctx, cmds)
+	}
+}
+func (f *redisLost) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.HasPrefix(s, "asynq:{") && f.armed.CompareAndSwap(true, false) {
+				f.down.Store(true)
+			}
+		}
+		if f.down.Load() {
+			cmd.SetErr(errors.New("connection reset by peer"))
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// tasksNamed counts the tasks of this ID in smsq's queues.
+func tasksNamed(t *testing.T, rdb redis.UniversalClient, id string) int {
+	t.Helper()
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	n := 0
+	for _, q := range []string{"critical", "default", "low"} {
+		if _, err := ins.GetTaskInfo(q, id); err == nil {
+			n++
+		} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// A claim left behind by a producer that lost Redis after claiming (its
+// enqueue and its give-back both failed) does not turn the retry into a
+// lost code: once the claim is older than the grace, with no task queued
+// under it and no worker having begun it, the retry takes it over and
+// queues exactly one task; before the grace it is still a duplicate.
+func TestSendTakesOverAClaimLeftWithoutATask(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	lost := &redisLost{}
+	rdb.AddHook(lost)
+	const grace = 300 * time.Millisecond
+	c := smsq.NewClientFromRedis(rdb, smsq.WithClaimGrace(grace))
+	ctx := context.Background()
+	req := smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13700000001"}
+	lost.armed.Store(true)
+	_, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-lost"))
+	if err == nil || errors.Is(err, smsq.ErrDuplicate) || !strings.Contains(err.Error(), "stays claimed") {
+		t.Fatalf("Send with Redis lost after the claim = %v, want a plain error saying the key stays claimed", err)
+	}
+	lost.down.Store(false)
+	if n := rdb.Exists(ctx, history.TaskKey(history.DefaultPrefix, "k-lost")).Val(); n != 1 {
+		t.Fatal("no claim was left behind: the test does not reach the gap")
+	}
+	if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-lost")); !errors.Is(err, smsq.ErrDuplicate) {
+		t.Fatalf("retry within the grace = %v, want ErrDuplicate", err)
+	}
+	time.Sleep(grace + 100*time.Millisecond)
+	// Another channel's queue too: the key is the task, whatever the queue.
+	rc, err := c.Send(ctx, smsq.Request{Channel: "CHANNEL_REGISTER", Phone: "13700000001"}, smsq.WithIdempotencyKey("k-lost"))
+	if err != nil {
+		t.Fatalf("retry after the grace: %v", err)
+	}
+	if n := tasksNamed(t, rdb, "k-lost"); n != 1 || rc.Queue != "default" {
+		t.Fatalf("%d tasks k-lost queued (receipt queue %s), want exactly 1 in default", n, rc.Queue)
+	}
+	// Now queued: a later retry is a duplicate, however old the claim.
+	time.Sleep(grace + 100*time.Millisecond)
+	if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-lost")); !errors.Is(err, smsq.ErrDuplicate) || !strings.Contains(err.Error(), "queue default") {
+		t.Fatalf("retry of a queued task = %v, want ErrDuplicate naming queue default", err)
+	}
+	if n := tasksNamed(t, rdb, "k-lost"); n != 1 {
+		t.Fatalf("%d tasks k-lost, want 1", n)
+	}
+}
+
+// stallAsynq holds asynq's enqueue of a task until released: a producer
+// still between its claim and its enqueue.
+type stallAsynq struct {
+	armed   atomic.Bool
+	stalled chan struct{}
+	resume  chan struct{}
+}
+
+func (f *stallAsynq) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f *stallAsynq) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (f *stallAsynq) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.HasPrefix(s, "asynq:{") && strings.Contains(s, ":t:") && f.armed.CompareAndSwap(true, false) {
+				close(f.stalled)
+				<-f.resume
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A producer whose enqueue is in flight is not raced: within the grace a
+// retry with its key is a duplicate even though asynq has no task yet.
+func TestSendDoesNotTakeOverAClaimInFlight(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	stall := &stallAsynq{stalled: make(chan struct{}), resume: make(chan struct{})}
+	stall.armed.Store(true)
+	rdb.AddHook(stall)
+	c := smsq.NewClientFromRedis(rdb)
+	ctx := context.Background()
+	req := smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13700000001"}
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-flight"))
+		first <- err
+	}()
+	<-stall.stalled
+	_, err := c.Send(ctx, smsq.Request{Channel: "CHANNEL_REGISTER", Phone: "13700000001"}, smsq.WithIdempotencyKey("k-flight"))
+	close(stall.resume)
+	if !errors.Is(err, smsq.ErrDuplicate) {
+		t.Fatalf("retry while the first enqueue is in flight = %v, want ErrDuplicate", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first Send: %v", err)
+	}
+	if n := tasksNamed(t, rdb, "k-flight"); n != 1 {
+		t.Fatalf("%d tasks k-flight, want 1", n)
+	}
+}
+
+// A claim is never taken over when its task is queued, nor when a worker
+// began it (even if asynq no longer has the task), however old it is.
+func TestSendNeverTakesOverAQueuedOrBegunTask(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	const grace = 200 * time.Millisecond
+	c := smsq.NewClientFromRedis(rdb, smsq.WithClaimGrace(grace))
+	ctx := context.Background()
+	req := smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13700000001"}
+	for _, key := range []string{"k-queued", "k-begun"} {
+		if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A worker began k-begun, and its task is gone from asynq (done, not
+	// retained).
+	ti, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("critical", "k-begun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal, _ := history.New(history.Config{Client: rdb})
+	if _, err := journal.Begin(ctx, "k-begun", history.IdentityOf(ti.Queue, ti.Payload), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := asynq.NewInspectorFromRedisClient(rdb).DeleteTask(ti.Queue, "k-begun"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(grace + 100*time.Millisecond)
+	for key, want := range map[string]int{"k-queued": 1, "k-begun": 0} {
+		for _, ch := range []string{"CHANNEL_LOGIN", "CHANNEL_REGISTER"} {
+			if _, err := c.Send(ctx, smsq.Request{Channel: ch, Phone: "13700000001"}, smsq.WithIdempotencyKey(key)); !errors.Is(err, smsq.ErrDuplicate) {
+				t.Errorf("Send(%s) of %s after the grace = %v, want ErrDuplicate", ch, key, err)
+			}
+		}
+		if n := tasksNamed(t, rdb, key); n != want {
+			t.Errorf("%d tasks %s, want %d", n, key, want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ package history
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -203,61 +204,173 @@ func (s *Store) Begin(ctx context.Context, taskID string, id Identity, now time.
 	return b, nil
 }
 
-// ErrClaimed is returned by Claim when the task ID is already in use.
+// ErrClaimed is returned by Claim when the task ID is already in use; the
+// error is a *Held describing the holder.
 var ErrClaimed = errors.New("history: task ID already in use")
+
+// Claim is a producer's hold on a task ID, taken by Claim or TakeOver and
+// given back by Release.
+type Claim struct {
+	TaskID string
+	// token tells this claim from any later one of the same ID, so that a
+	// late Release never gives back another producer's claim.
+	token string
+}
+
+// Held describes the record holding a task ID that Claim found in use.
+type Held struct {
+	TaskID string
+	// Queue is the holder's queue, "" when unknown.
+	Queue string
+	// Begun reports that a worker began the task: it was queued.
+	Begun bool
+	// Age is how long ago the holder's claim was taken (by Redis's clock),
+	// or -1 when the record is no producer's claim.
+	Age   time.Duration
+	token string
+}
+
+func (h *Held) Error() string {
+	q := h.Queue
+	if q == "" {
+		q = "unknown"
+	}
+	return fmt.Sprintf("%s (queue %s)", ErrClaimed, q)
+}
+
+// Is makes a *Held match ErrClaimed.
+func (h *Held) Is(target error) bool { return target == ErrClaimed }
+
+// Unbegun reports that the record is a producer's claim no worker began,
+// taken at least grace ago: the producer may have lost Redis between its
+// claim and its enqueue, and the task may never have been queued.
+func (h *Held) Unbegun(grace time.Duration) bool {
+	return !h.Begun && h.token != "" && h.Queue != "" && h.Age >= grace
+}
 
 // claimScript takes a task ID for a producer before it enqueues: the task
 // record is created with the task's identity, so that the ID stays taken
 // in every queue for as long as the record lives, and the worker's first
-// Begin finds the identity already there.
+// Begin finds the identity already there. The claim's token and Redis's
+// time (one clock for every producer) are kept for TakeOver.
 // KEYS[1]: task key. ARGV[1]: identity hash; ARGV[2]: queue; ARGV[3]: TTL
-// in ms. Returns 1 when claimed, or the queue of the task holding the ID
-// (false when unknown).
+// in ms; ARGV[4]: claim token. Returns 1 when claimed, or {holder queue or
+// false, attempts or false, claim token or false, claim age in ms or false}.
 var claimScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {redis.call('HGET', KEYS[1], 'queue')}
+  local v = redis.call('HMGET', KEYS[1], 'queue', 'attempts', 'claim', 'claim_ms')
+  local age = false
+  if v[4] then age = now - tonumber(v[4]) end
+  return {v[1], v[2], v[3], age}
 end
-redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'queue', ARGV[2])
+redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'queue', ARGV[2], 'claim', ARGV[4], 'claim_ms', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
 
 // Claim takes taskID for the task id names, for ttl, unless any task
-// (from any queue, claimed or already begun) holds it: then the error
-// wraps ErrClaimed and names the holder's queue.
-func (s *Store) Claim(ctx context.Context, taskID string, id Identity, ttl time.Duration) error {
+// (from any queue, claimed or already begun) holds it: then the error is a
+// *Held, which wraps ErrClaimed and names the holder's queue.
+func (s *Store) Claim(ctx context.Context, taskID string, id Identity, ttl time.Duration) (Claim, error) {
 	if taskID == "" {
-		return errors.New("history: empty task ID")
+		return Claim{}, errors.New("history: empty task ID")
 	}
-	res, err := claimScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds()).Result()
+	token := newToken()
+	res, err := claimScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds(), token).Result()
 	if err != nil {
-		return fmt.Errorf("history: claim task ID: %w", err)
+		return Claim{}, fmt.Errorf("history: claim task ID: %w", err)
 	}
-	if held, ok := res.([]any); ok {
-		q := "unknown"
-		if len(held) > 0 && asString(held[0]) != "" {
-			q = asString(held[0])
+	if v, ok := res.([]any); ok {
+		return Claim{}, heldOf(taskID, v)
+	}
+	return Claim{TaskID: taskID, token: token}, nil
+}
+
+// heldOf reads the holder claimScript or takeOverScript returned.
+func heldOf(taskID string, v []any) *Held {
+	h := &Held{TaskID: taskID, Age: -1}
+	at := func(i int) any {
+		if i < len(v) {
+			return v[i]
 		}
-		return fmt.Errorf("%w (queue %s)", ErrClaimed, q)
+		return nil
 	}
-	return nil
+	h.Queue = asString(at(0))
+	h.Begun = at(1) != nil
+	h.token = asString(at(2))
+	if ms, ok := at(3).(int64); ok && h.token != "" {
+		h.Age = time.Duration(ms) * time.Millisecond
+	}
+	return h
+}
+
+// takeOverScript replaces a claim no worker began with a new one, only if
+// the record is still the claim h saw (same token): two producers taking
+// over the same claim cannot both win. An ID whose record expired
+// meanwhile is claimed afresh.
+// KEYS[1]: task key. ARGV[1]: the claim's token; ARGV[2]: identity hash;
+// ARGV[3]: queue; ARGV[4]: TTL in ms; ARGV[5]: new claim token. Returns 1
+// when taken over, or the holder as claimScript does.
+var takeOverScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'queue', 'attempts', 'claim', 'claim_ms')
+if redis.call('EXISTS', KEYS[1]) == 1 and (v[2] or v[3] ~= ARGV[1]) then
+  local age = false
+  if v[4] then age = now - tonumber(v[4]) end
+  return {v[1], v[2], v[3], age}
+end
+redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'queue', ARGV[3], 'claim', ARGV[5], 'claim_ms', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`)
+
+// TakeOver replaces the unbegun claim h describes with a claim for the
+// task id names, for ttl. The caller must first make sure that the claimed
+// task was never queued (this package knows nothing of asynq). When the
+// record changed since Claim saw it, the error is the new *Held.
+func (s *Store) TakeOver(ctx context.Context, h *Held, id Identity, ttl time.Duration) (Claim, error) {
+	if h == nil || h.token == "" {
+		return Claim{}, errors.New("history: take over: not a producer's claim")
+	}
+	token := newToken()
+	res, err := takeOverScript.Run(ctx, s.c, []string{TaskKey(s.prefix, h.TaskID)}, h.token, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds(), token).Result()
+	if err != nil {
+		return Claim{}, fmt.Errorf("history: take over task ID: %w", err)
+	}
+	if v, ok := res.([]any); ok {
+		return Claim{}, heldOf(h.TaskID, v)
+	}
+	return Claim{TaskID: h.TaskID, token: token}, nil
+}
+
+// newToken returns a random claim token.
+func newToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
 }
 
 // releaseScript gives a claimed ID back after the enqueue failed: only
-// when the record is still this claim (same identity, never begun).
-// KEYS[1]: task key. ARGV[1]: identity hash. Returns 1 when released.
+// when the record is still this claim (same token, never begun).
+// KEYS[1]: task key. ARGV[1]: claim token. Returns 1 when released.
 var releaseScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'fp', 'attempts')
+local v = redis.call('HMGET', KEYS[1], 'claim', 'attempts')
 if v[1] == ARGV[1] and not v[2] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 `)
 
-// Release gives back a claim Claim took for id, unless a worker began the
-// task meanwhile.
-func (s *Store) Release(ctx context.Context, taskID string, id Identity) error {
-	if err := releaseScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash).Err(); err != nil {
+// Release gives back a claim, unless a worker began the task meanwhile or
+// another producer took the claim over.
+func (s *Store) Release(ctx context.Context, c Claim) error {
+	if c.token == "" {
+		return nil
+	}
+	if err := releaseScript.Run(ctx, s.c, []string{TaskKey(s.prefix, c.TaskID)}, c.token).Err(); err != nil {
 		return fmt.Errorf("history: release task ID: %w", err)
 	}
 	return nil

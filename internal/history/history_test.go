@@ -423,21 +423,27 @@ func TestBeginCollision(t *testing.T) {
 }
 
 // A claim takes the ID for every queue; only a claim never begun is given
-// back, and only by its own identity.
+// back, and only by its own producer.
 func TestClaimAndRelease(t *testing.T) {
 	t.Parallel()
 	s, c := newStore(t, history.Config{})
 	ctx := context.Background()
 	a := history.IdentityOf("critical", []byte(`{"a":1}`))
 	b := history.IdentityOf("low", []byte(`{"b":1}`))
-	if err := s.Claim(ctx, "key-1", a, time.Hour); err != nil {
+	ca, err := s.Claim(ctx, "key-1", a, time.Hour)
+	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
 	if ttl := c.PTTL(ctx, history.TaskKey("smsq", "key-1")).Val(); ttl < 59*time.Minute {
 		t.Fatalf("claim TTL %v, want about an hour", ttl)
 	}
-	if err := s.Claim(ctx, "key-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) || !strings.Contains(err.Error(), "queue critical") {
+	_, err = s.Claim(ctx, "key-1", b, time.Hour)
+	var held *history.Held
+	if !errors.As(err, &held) || !errors.Is(err, history.ErrClaimed) || !strings.Contains(err.Error(), "queue critical") {
 		t.Fatalf("second Claim = %v, want ErrClaimed naming queue critical", err)
+	}
+	if held.Begun || !held.Unbegun(0) || held.Unbegun(time.Minute) {
+		t.Fatalf("held = %+v: want a fresh claim no worker began", held)
 	}
 	if _, ok, err := s.Task(ctx, "key-1"); err != nil || ok {
 		t.Fatalf("Task of a claimed ID = %v, %v; want no entry before an attempt", ok, err)
@@ -447,33 +453,89 @@ func TestClaimAndRelease(t *testing.T) {
 	if got, err := s.Begin(ctx, "key-1", b, t0); err != nil || got.Collision == nil {
 		t.Fatalf("Begin of another task = %+v, %v; want a collision", got, err)
 	}
-	if err := s.Release(ctx, "key-1", b); err != nil {
+	if err := s.Release(ctx, history.Claim{TaskID: "key-1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Claim(ctx, "key-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) {
-		t.Fatalf("another identity released the claim: %v", err)
+	if _, err := s.Claim(ctx, "key-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("a claim without its token was released: %v", err)
 	}
-	if err := s.Release(ctx, "key-1", a); err != nil {
+	if err := s.Release(ctx, ca); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Claim(ctx, "key-1", b, time.Hour); err != nil {
+	cb, err := s.Claim(ctx, "key-1", b, time.Hour)
+	if err != nil {
 		t.Fatalf("Claim after Release: %v", err)
 	}
-	// Begun: never given back.
+	// Begun: never given back, never taken over.
 	if _, err := s.Begin(ctx, "key-1", b, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx, "key-1", b); err != nil {
+	if err := s.Release(ctx, cb); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Claim(ctx, "key-1", a, time.Hour); !errors.Is(err, history.ErrClaimed) {
-		t.Fatalf("a begun task's ID was released: %v", err)
+	_, err = s.Claim(ctx, "key-1", a, time.Hour)
+	if !errors.As(err, &held) || !held.Begun || held.Unbegun(0) {
+		t.Fatalf("a begun task's ID was released, or looks unbegun: %v, %+v", err, held)
 	}
 	// An ID a raw producer's task began under (no claim) is taken too.
 	if _, err := s.Begin(ctx, "raw-1", a, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Claim(ctx, "raw-1", b, time.Hour); !errors.Is(err, history.ErrClaimed) {
-		t.Fatalf("Claim of a begun raw task's ID = %v, want ErrClaimed", err)
+	_, err = s.Claim(ctx, "raw-1", b, time.Hour)
+	if !errors.As(err, &held) || held.Unbegun(0) {
+		t.Fatalf("Claim of a begun raw task's ID = %v, %+v; want ErrClaimed, not unbegun", err, held)
+	}
+}
+
+// TakeOver is a compare-and-set on the claim: of two producers taking over
+// the same claim one wins, the first claim's late Release gives back
+// nothing, and a claim a worker began meanwhile is not replaced.
+func TestTakeOver(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{})
+	ctx := context.Background()
+	a := history.IdentityOf("critical", []byte(`{"a":1}`))
+	b := history.IdentityOf("low", []byte(`{"b":1}`))
+	first, err := s.Claim(ctx, "key-1", a, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h1, h2 *history.Held
+	_, err1 := s.Claim(ctx, "key-1", b, time.Hour)
+	_, err2 := s.Claim(ctx, "key-1", b, time.Hour)
+	if !errors.As(err1, &h1) || !errors.As(err2, &h2) {
+		t.Fatalf("Claims of a claimed ID = %v, %v", err1, err2)
+	}
+	if _, err := s.TakeOver(ctx, h1, b, 2*time.Hour); err != nil {
+		t.Fatalf("TakeOver: %v", err)
+	}
+	if _, err := s.TakeOver(ctx, h2, b, 2*time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("second TakeOver of the same claim = %v, want ErrClaimed", err)
+	}
+	if q := c.HGet(ctx, history.TaskKey("smsq", "key-1"), "queue").Val(); q != "low" {
+		t.Fatalf("queue after TakeOver = %q, want low", q)
+	}
+	if got, err := s.Begin(ctx, "key-1", b, t0); err != nil || got.Collision != nil {
+		t.Fatalf("Begin of the new claim's task = %+v, %v; want no collision", got, err)
+	}
+	if err := s.Release(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, history.TaskKey("smsq", "key-1")).Val(); n != 1 {
+		t.Fatal("the replaced claim's Release deleted the record")
+	}
+	// Begun since the holder was read: not replaced.
+	if _, err := s.Claim(ctx, "key-2", a, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var h *history.Held
+	if _, err := s.Claim(ctx, "key-2", b, time.Hour); !errors.As(err, &h) {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(ctx, "key-2", a, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TakeOver(ctx, h, b, time.Hour); !errors.Is(err, history.ErrClaimed) {
+		t.Fatalf("TakeOver of a claim begun meanwhile = %v, want ErrClaimed", err)
 	}
 }
