@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/smsq/smsq/internal/batch"
 )
@@ -29,15 +31,40 @@ func TestProgressShowsLinesDoneAndExpectedTotal(t *testing.T) {
 	}
 }
 
+// lockedBuffer is written by the spinner's own render goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func TestProgressFromStandardInputCountsLines(t *testing.T) {
 	t.Parallel()
-	var out bytes.Buffer
+	var out lockedBuffer
 	p := startProgress(&out, -1)
+	defer p.finish() // stops the spinner's render goroutine
 	p.update(batch.Progress{Done: 42, Read: 99, ReadBytes: 1 << 20})
 	if st := p.bar.State(); st.CurrentBytes != 42 { // a spinner's count
 		t.Fatalf("bar at %d, want the 42 lines done", st.CurrentNum)
 	}
-	if got := p.bar.String(); !strings.Contains(got, " lines/") || strings.Contains(got, "B/") {
+	// A spinner renders from a goroutine of its own: read what it wrote,
+	// not the bar's unguarded String.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), " lines/") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := out.String(); !strings.Contains(got, " lines/") || strings.Contains(got, "B/") {
 		t.Fatalf("bar %q: want a lines rate", got)
 	}
 	var nilBar *progress // not a terminal
