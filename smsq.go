@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -119,6 +120,9 @@ type Client struct {
 	// claimGrace is how old an unbegun claim must be before a producer
 	// may take it over (see Enqueue).
 	claimGrace time.Duration
+	// mine holds claims of this client whose enqueue failed (keepClaim).
+	mineMu sync.Mutex
+	mine   map[string]history.Claim
 }
 
 // DefaultClaimGrace is how long a producer has between claiming a key and
@@ -257,12 +261,15 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 	ttl := v.SendBy.Sub(c.now()) + claimSlack
 	claim, err := c.keys.Claim(ctx, key, id, ttl)
 	var held *history.Held
-	if errors.As(err, &held) && held.Unbegun(c.claimGrace) {
+	if errors.As(err, &held) && (held.Unbegun(c.claimGrace) || c.ownClaim(key, held)) {
 		claim, err = c.takeOver(ctx, held, id, ttl)
 	}
 	if err != nil {
 		if errors.Is(err, history.ErrClaimed) {
 			return nil, fmt.Errorf("%w: %q %s", ErrDuplicate, key, strings.TrimPrefix(err.Error(), history.ErrClaimed.Error()+" "))
+		}
+		if claim.TaskID != "" {
+			c.keepClaim(key, claim)
 		}
 		return nil, fmt.Errorf("smsq: enqueue: %w", err)
 	}
@@ -275,8 +282,46 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 		if rerr := c.keys.Release(rctx, claim); rerr != nil {
 			err = fmt.Errorf("%w; the key stays claimed for %s: %v", err, c.claimGrace, rerr)
 		}
+		// The enqueue may have gone through, or the claim outlived a
+		// failover that lost the task: this client's retry checks asynq
+		// and takes its own claim back at once.
+		c.keepClaim(key, claim)
+		return info, err
 	}
-	return info, err
+	c.forgetClaim(key)
+	return info, nil
+}
+
+// maxOwnClaims bounds the claims a client remembers from enqueues that
+// failed; past it they are forgotten, and a retry waits out the claim
+// grace as another producer's would.
+const maxOwnClaims = 10000
+
+// keepClaim remembers a claim whose enqueue failed, so that this client's
+// retry need not wait out the claim grace: no other producer is between
+// that claim and its enqueue.
+func (c *Client) keepClaim(key string, cl history.Claim) {
+	c.mineMu.Lock()
+	defer c.mineMu.Unlock()
+	if c.mine == nil || len(c.mine) >= maxOwnClaims {
+		c.mine = make(map[string]history.Claim)
+	}
+	c.mine[key] = cl
+}
+
+func (c *Client) forgetClaim(key string) {
+	c.mineMu.Lock()
+	defer c.mineMu.Unlock()
+	delete(c.mine, key)
+}
+
+// ownClaim reports that held is a claim this client took for key and whose
+// enqueue failed, and that no worker began it.
+func (c *Client) ownClaim(key string, held *history.Held) bool {
+	c.mineMu.Lock()
+	defer c.mineMu.Unlock()
+	cl, ok := c.mine[key]
+	return ok && !held.Begun && held.Queue != "" && held.Of(cl)
 }
 
 // takeOver replaces the unbegun claim held when asynq has no task of that

@@ -152,6 +152,41 @@ func tasksNamed(t *testing.T, rdb redis.UniversalClient, id string) int {
 // lost code: once the claim is older than the grace, with no task queued
 // under it and no worker having begun it, the retry takes it over and
 // queues exactly one task; before the grace it is still a duplicate.
+// The producer whose enqueue failed retries at once, as the README advises
+// (a Redis failover can keep the claim and lose the task): its own claim
+// is taken back without waiting out the grace, and a retry that finds the
+// task queued is still a duplicate.
+func TestSendRetryTakesBackItsOwnClaim(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client()
+	lost := &redisLost{}
+	rdb.AddHook(lost)
+	c := smsq.NewClientFromRedis(rdb, smsq.WithClaimGrace(time.Hour))
+	ctx := context.Background()
+	req := smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13700000002"}
+	lost.armed.Store(true)
+	if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-own")); err == nil || errors.Is(err, smsq.ErrDuplicate) {
+		t.Fatalf("Send with Redis lost after the claim = %v, want a plain error", err)
+	}
+	lost.down.Store(false)
+	if n := rdb.Exists(ctx, history.TaskKey(history.DefaultPrefix, "k-own")).Val(); n != 1 {
+		t.Fatal("no claim was left behind: the test does not reach the gap")
+	}
+	rc, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-own"))
+	if err != nil {
+		t.Fatalf("the same producer's retry within the grace: %v, want its task queued", err)
+	}
+	if n := tasksNamed(t, rdb, "k-own"); n != 1 || rc.Queue != "critical" {
+		t.Fatalf("%d tasks k-own queued (receipt queue %s), want exactly 1 in critical", n, rc.Queue)
+	}
+	if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-own")); !errors.Is(err, smsq.ErrDuplicate) {
+		t.Fatalf("retry of a queued task = %v, want ErrDuplicate", err)
+	}
+	if n := tasksNamed(t, rdb, "k-own"); n != 1 {
+		t.Fatalf("%d tasks k-own, want 1", n)
+	}
+}
+
 func TestSendTakesOverAClaimLeftWithoutATask(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client()
@@ -170,14 +205,16 @@ func TestSendTakesOverAClaimLeftWithoutATask(t *testing.T) {
 	if n := rdb.Exists(ctx, history.TaskKey(history.DefaultPrefix, "k-lost")).Val(); n != 1 {
 		t.Fatal("no claim was left behind: the test does not reach the gap")
 	}
-	if _, err := c.Send(ctx, req, smsq.WithIdempotencyKey("k-lost")); !errors.Is(err, smsq.ErrDuplicate) {
-		t.Fatalf("retry within the grace = %v, want ErrDuplicate", err)
+	// Another producer cannot tell the claim from one still in flight.
+	other := smsq.NewClientFromRedis(rdb, smsq.WithClaimGrace(grace))
+	if _, err := other.Send(ctx, req, smsq.WithIdempotencyKey("k-lost")); !errors.Is(err, smsq.ErrDuplicate) {
+		t.Fatalf("another producer's Send within the grace = %v, want ErrDuplicate", err)
 	}
 	time.Sleep(grace + 100*time.Millisecond)
 	// Another channel's queue too: the key is the task, whatever the queue.
-	rc, err := c.Send(ctx, smsq.Request{Channel: "CHANNEL_REGISTER", Phone: "13700000001"}, smsq.WithIdempotencyKey("k-lost"))
+	rc, err := other.Send(ctx, smsq.Request{Channel: "CHANNEL_REGISTER", Phone: "13700000001"}, smsq.WithIdempotencyKey("k-lost"))
 	if err != nil {
-		t.Fatalf("retry after the grace: %v", err)
+		t.Fatalf("another producer's Send after the grace: %v", err)
 	}
 	if n := tasksNamed(t, rdb, "k-lost"); n != 1 || rc.Queue != "default" {
 		t.Fatalf("%d tasks k-lost queued (receipt queue %s), want exactly 1 in default", n, rc.Queue)

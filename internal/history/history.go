@@ -238,6 +238,9 @@ func (h *Held) Error() string {
 	return fmt.Sprintf("%s (queue %s)", ErrClaimed, q)
 }
 
+// Of reports that the record holding the ID is claim c.
+func (h *Held) Of(c Claim) bool { return h.token != "" && h.token == c.token }
+
 // Is makes a *Held match ErrClaimed.
 func (h *Held) Is(target error) bool { return target == ErrClaimed }
 
@@ -280,7 +283,9 @@ func (s *Store) Claim(ctx context.Context, taskID string, id Identity, ttl time.
 	token := newToken()
 	res, err := claimScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds(), token).Result()
 	if err != nil {
-		return Claim{}, fmt.Errorf("history: claim task ID: %w", err)
+		// The claim may have been taken all the same (an answer lost): the
+		// caller keeps it to know the claim as its own later.
+		return Claim{TaskID: taskID, token: token}, fmt.Errorf("history: claim task ID: %w", err)
 	}
 	if v, ok := res.([]any); ok {
 		return Claim{}, heldOf(taskID, v)
