@@ -206,9 +206,28 @@ func MaskText(s string) string {
 // parses as a valid number, national for DefaultCountryCode or
 // international. Other digits stay, so that "order-12345678" and UUIDs can
 // still be searched and quoted; free text goes through MaskText instead.
+// A canonical UUID in it is left whole, as Holds reads none as a number:
+// its hex digits fall into runs that parse as some country's number in a
+// few of every hundred random UUIDs, and an operator must be able to
+// search a task ID or quote a requestId whole.
 func MaskID(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	return phoneLike.ReplaceAllStringFunc(s, func(run string) string { return maskInID(run, true) })
+	mask := func(part string) string {
+		return phoneLike.ReplaceAllStringFunc(part, func(run string) string { return maskInID(run, true) })
+	}
+	uuids := hexUUID.FindAllStringIndex(s, -1)
+	if uuids == nil {
+		return mask(s)
+	}
+	var b strings.Builder
+	last := 0
+	for _, u := range uuids {
+		b.WriteString(mask(s[last:u[0]]))
+		b.WriteString(s[u[0]:u[1]])
+		last = u[1]
+	}
+	b.WriteString(mask(s[last:]))
+	return b.String()
 }
 
 // maskRun masks one phone-like run.

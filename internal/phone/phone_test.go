@@ -2,6 +2,8 @@ package phone
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -231,6 +233,28 @@ func TestMaskID(t *testing.T) {
 	for in, want := range tests {
 		if got := MaskID(in); got != want {
 			t.Errorf("MaskID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Random UUIDs (asynq's task IDs, GenAuth's requestIds) are never
+// garbled: their digit runs parse as some country's number now and then.
+func TestMaskIDKeepsRandomUUIDs(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(r.UintN(256))
+		}
+		b[6] = b[6]&0x0f | 0x40
+		b[8] = b[8]&0x3f | 0x80
+		u := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+		if got := MaskID(u); got != u {
+			t.Fatalf("MaskID(%q) = %q, want the UUID whole", u, got)
+		}
+		if got := MaskID("task " + u + " of login_13800138008_1"); got != "task "+u+" of login_138****8008_1" {
+			t.Fatalf("MaskID around a UUID = %q", got)
 		}
 	}
 }
