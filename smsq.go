@@ -259,10 +259,14 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 	}
 	id := history.IdentityOf(v.Queue, t.Payload())
 	ttl := v.SendBy.Sub(c.now()) + claimSlack
-	claim, err := c.keys.Claim(ctx, key, id, ttl)
+	// A retry claims under the token of this client's earlier claim of the
+	// key whose fate it does not know, so that it can tell that claim as
+	// its own however many attempts failed in between.
+	prev := c.ownedClaim(key)
+	claim, err := c.keys.ClaimAs(ctx, key, id, ttl, prev)
 	var held *history.Held
-	if errors.As(err, &held) && (held.Unbegun(c.claimGrace) || c.ownClaim(key, held)) {
-		claim, err = c.takeOver(ctx, held, id, ttl)
+	if errors.As(err, &held) && (held.Unbegun(c.claimGrace) || (!held.Begun && held.Queue != "" && held.Of(prev))) {
+		claim, err = c.takeOver(ctx, held, id, ttl, prev)
 	}
 	if err != nil {
 		if errors.Is(err, history.ErrClaimed) {
@@ -297,9 +301,8 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) 
 // grace as another producer's would.
 const maxOwnClaims = 10000
 
-// keepClaim remembers a claim whose enqueue failed, so that this client's
-// retry need not wait out the claim grace: no other producer is between
-// that claim and its enqueue.
+// keepClaim remembers a claim whose enqueue failed, or whose own answer
+// was lost, so that this client's retry knows it as its own (see Enqueue).
 func (c *Client) keepClaim(key string, cl history.Claim) {
 	c.mineMu.Lock()
 	defer c.mineMu.Unlock()
@@ -315,20 +318,18 @@ func (c *Client) forgetClaim(key string) {
 	delete(c.mine, key)
 }
 
-// ownClaim reports that held is a claim this client took for key and whose
-// enqueue failed, and that no worker began it.
-func (c *Client) ownClaim(key string, held *history.Held) bool {
+// ownedClaim is the claim keepClaim kept for key, or none.
+func (c *Client) ownedClaim(key string) history.Claim {
 	c.mineMu.Lock()
 	defer c.mineMu.Unlock()
-	cl, ok := c.mine[key]
-	return ok && !held.Begun && held.Queue != "" && held.Of(cl)
+	return c.mine[key]
 }
 
 // takeOver replaces the unbegun claim held when asynq has no task of that
 // ID in the claimed queue; otherwise the task was queued and held stands.
 // asynq's task key lives in its queue's Cluster slot, not in the claim's,
 // so the check is a command of its own before the compare-and-set.
-func (c *Client) takeOver(ctx context.Context, held *history.Held, id history.Identity, ttl time.Duration) (history.Claim, error) {
+func (c *Client) takeOver(ctx context.Context, held *history.Held, id history.Identity, ttl time.Duration, prev history.Claim) (history.Claim, error) {
 	n, err := c.rdb.Exists(ctx, asynqTaskKey(held.Queue, held.TaskID)).Result()
 	if err != nil {
 		return history.Claim{}, err
@@ -336,7 +337,7 @@ func (c *Client) takeOver(ctx context.Context, held *history.Held, id history.Id
 	if n != 0 {
 		return history.Claim{}, held
 	}
-	return c.keys.TakeOver(ctx, held, id, ttl)
+	return c.keys.TakeOverAs(ctx, held, id, ttl, prev)
 }
 
 // asynqTaskKey is the hash asynq keeps a task in, in any state, until it is

@@ -277,10 +277,18 @@ return 1
 // (from any queue, claimed or already begun) holds it: then the error is a
 // *Held, which wraps ErrClaimed and names the holder's queue.
 func (s *Store) Claim(ctx context.Context, taskID string, id Identity, ttl time.Duration) (Claim, error) {
+	return s.ClaimAs(ctx, taskID, id, ttl, Claim{})
+}
+
+// ClaimAs is Claim under the token of prev, a claim of the same ID whose
+// fate the caller does not know (its answer was lost): a retry that finds
+// prev's claim held can then tell it as its own (Held.Of), however many
+// of its attempts failed before.
+func (s *Store) ClaimAs(ctx context.Context, taskID string, id Identity, ttl time.Duration, prev Claim) (Claim, error) {
 	if taskID == "" {
 		return Claim{}, errors.New("history: empty task ID")
 	}
-	token := newToken()
+	token := prev.tokenFor(taskID)
 	res, err := claimScript.Run(ctx, s.c, []string{TaskKey(s.prefix, taskID)}, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds(), token).Result()
 	if err != nil {
 		// The claim may have been taken all the same (an answer lost): the
@@ -337,18 +345,32 @@ return 1
 // task was never queued (this package knows nothing of asynq). When the
 // record changed since Claim saw it, the error is the new *Held.
 func (s *Store) TakeOver(ctx context.Context, h *Held, id Identity, ttl time.Duration) (Claim, error) {
+	return s.TakeOverAs(ctx, h, id, ttl, Claim{})
+}
+
+// TakeOverAs is TakeOver under the token of prev, as ClaimAs.
+func (s *Store) TakeOverAs(ctx context.Context, h *Held, id Identity, ttl time.Duration, prev Claim) (Claim, error) {
 	if h == nil || h.token == "" {
 		return Claim{}, errors.New("history: take over: not a producer's claim")
 	}
-	token := newToken()
+	token := prev.tokenFor(h.TaskID)
 	res, err := takeOverScript.Run(ctx, s.c, []string{TaskKey(s.prefix, h.TaskID)}, h.token, id.Hash, id.Queue, max(ttl, time.Second).Milliseconds(), token).Result()
 	if err != nil {
-		return Claim{}, fmt.Errorf("history: take over task ID: %w", err)
+		// Taken over or not, as Claim: the caller keeps the new token too.
+		return Claim{TaskID: h.TaskID, token: token}, fmt.Errorf("history: take over task ID: %w", err)
 	}
 	if v, ok := res.([]any); ok {
 		return Claim{}, heldOf(h.TaskID, v)
 	}
 	return Claim{TaskID: h.TaskID, token: token}, nil
+}
+
+// tokenFor is c's token when c is a claim of taskID, else a new one.
+func (c Claim) tokenFor(taskID string) string {
+	if c.TaskID == taskID && c.token != "" {
+		return c.token
+	}
+	return newToken()
 }
 
 // newToken returns a random claim token.
