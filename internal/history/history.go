@@ -470,20 +470,8 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 		own = append(own, p.HIncrBy(ctx, tk, "unknown", 1))
 	}
 	own = append(own, p.PExpire(ctx, tk, s.retention))
-	if phoneHash != "" {
-		pk := PhoneKey(s.prefix, phoneHash)
-		own = append(own,
-			p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID}),
-			p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1)),
-			p.PExpire(ctx, pk, s.retention))
-	}
-	_, _ = p.Exec(ctx)
-	for _, c := range own {
-		if err := c.Err(); err != nil {
-			return fmt.Errorf("history: record: %w", err)
-		}
-	}
-	return nil
+	own = append(own, s.indexPhone(ctx, p, phoneHash, e)...)
+	return execOwn(ctx, p, own)
 }
 
 // recordCollision keeps a colliding task's entry in the holder's hash and
@@ -496,13 +484,28 @@ func (s *Store) recordCollision(ctx context.Context, phoneHash string, e Entry) 
 	}
 	p := s.c.Pipeline()
 	own := []redis.Cmder{p.HSet(ctx, tk, collisionField(e.Collision), rec), p.PExpire(ctx, tk, s.retention)}
-	if phoneHash != "" {
-		pk := PhoneKey(s.prefix, phoneHash)
-		own = append(own,
-			p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID}),
-			p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1)),
-			p.PExpire(ctx, pk, s.retention))
+	own = append(own, s.indexPhone(ctx, p, phoneHash, e)...)
+	return execOwn(ctx, p, own)
+}
+
+// indexPhone queues the phone index update of an entry on p: the task
+// joins its phone's recent tasks, the oldest beyond PerPhone leave. No
+// phone (an invalid payload) indexes nothing.
+func (s *Store) indexPhone(ctx context.Context, p redis.Pipeliner, phoneHash string, e Entry) []redis.Cmder {
+	if phoneHash == "" {
+		return nil
 	}
+	pk := PhoneKey(s.prefix, phoneHash)
+	return []redis.Cmder{
+		p.ZAdd(ctx, pk, redis.Z{Score: float64(e.UpdatedAt.UnixMilli()), Member: e.TaskID}),
+		p.ZRemRangeByRank(ctx, pk, 0, int64(-s.perPhone-1)),
+		p.PExpire(ctx, pk, s.retention),
+	}
+}
+
+// execOwn runs p; only the commands in own decide the error (p may carry
+// a caller's commands too, whose results the caller reads itself).
+func execOwn(ctx context.Context, p redis.Pipeliner, own []redis.Cmder) error {
 	_, _ = p.Exec(ctx)
 	for _, c := range own {
 		if err := c.Err(); err != nil {
