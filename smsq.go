@@ -123,6 +123,14 @@ type Client struct {
 	// mine holds claims of this client whose enqueue failed (keepClaim).
 	mineMu sync.Mutex
 	mine   map[string]history.Claim
+	// hub is the outcome subscription Wait opens on first use.
+	hubMu   sync.Mutex
+	hub     *hub
+	closed  bool
+	recheck time.Duration
+	// waitHook, when set, runs each time Wait found the task pending and
+	// before it blocks (tests).
+	waitHook func(id string)
 }
 
 // DefaultClaimGrace is how long a producer has between claiming a key and
@@ -153,19 +161,28 @@ func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client
 	// The worker's defaults; New fails only without a client, and then
 	// Enqueue says so.
 	keys, _ := history.New(history.Config{Client: rdb})
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace}
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace, recheck: DefaultWaitRecheck}
 	for _, opt := range opts {
 		opt(c)
 	}
 	return c
 }
 
-// Close releases the connection if NewClient opened it.
+// Close ends the waits in progress and closes the outcome subscription,
+// and releases the connection if NewClient opened it.
 func (c *Client) Close() error {
-	if c.own {
-		return c.rdb.Close()
+	c.hubMu.Lock()
+	h := c.hub
+	c.hub, c.closed = nil, true
+	c.hubMu.Unlock()
+	var err error
+	if h != nil {
+		err = h.close()
 	}
-	return nil
+	if c.own {
+		err = errors.Join(err, c.rdb.Close())
+	}
+	return err
 }
 
 // Prepare validates req and returns the task Send would enqueue, without

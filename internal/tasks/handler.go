@@ -306,6 +306,7 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		// handler for): only the exact type is this contract.
 		err = fmt.Errorf("%w: task type %q is not %s", ErrInvalidPayload, phone.MaskText(clip(t.Type(), 60)), TypeSendSMS)
 	}
+	a.res.IdempotencyKey = phone.MaskID(clip(p.IdempotencyKey, MaxIdempotencyKeyLen))
 	if err != nil {
 		// Masked: a producer that swapped the fields put the number here.
 		a.res.Channel = clip(phone.Mask(p.Channel), 40)

@@ -18,6 +18,9 @@ const (
 	OutcomeFailed = "failed"
 	// OutcomeInvalid: the payload does not parse or holds invalid fields.
 	OutcomeInvalid = "invalid"
+	// OutcomeBlocked: the abuse guard refused the send; Rule names the rule
+	// and RetryInMS the time until it lets the pair through again.
+	OutcomeBlocked = "blocked"
 
 	// OutcomeRetrying: a transient failure; nothing was sent; retried with backoff.
 	OutcomeRetrying = "retrying"
@@ -57,6 +60,9 @@ type Result struct {
 	Channel string `json:"channel,omitempty"`
 	Phone   string `json:"phone,omitempty"`
 	Queue   string `json:"queue,omitempty"`
+	// IdempotencyKey is the producer's key, when it gave one (masked as
+	// task IDs are in logs).
+	IdempotencyKey string `json:"idempotencyKey,omitempty"`
 
 	// GenAuth's answer to the last call, when there was one.
 	HTTPStatus int    `json:"httpStatus,omitempty"`
