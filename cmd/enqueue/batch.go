@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/smsq/smsq"
@@ -32,6 +33,9 @@ type batchSettings struct {
 	Timeout      time.Duration
 	Stats        bool
 	AnyQueue     bool
+	// Report: with Wait, the delivery report written after the run.
+	Report     reportSettings
+	ReportPath string
 }
 
 func bindBatch(set *config.Set, s *batchSettings) {
@@ -45,6 +49,8 @@ func bindBatch(set *config.Set, s *batchSettings) {
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up on Redis (first contact, and each line) after this")
 	set.Bool(&s.Stats, "stats", "", false, "print the peak memory (resident set) at the end")
 	set.Bool(&s.AnyQueue, "allow-unserved-queue", "", false, "accept lines for queues no live worker serves (for workers yet to start); a dry run checks against the default queues")
+	bindWait(set, &s.Report)
+	set.String(&s.ReportPath, "report", "", "", "with --wait, write the report to this file (replaced only once complete) instead of standard output")
 }
 
 // maxBatchConcurrency bounds --concurrency: each line in flight holds a
@@ -55,7 +61,9 @@ const batchUsage = `usage: enqueue batch [flags] [FILE|-]
 
 Queues one code per line of FILE (standard input when absent or "-"), CSV
 with a header row or JSON Lines, and writes one JSON result line per input
-line, in input order.
+line, in input order. With --wait, the result lines go to --out (or a
+temporary file) and the delivery report (see enqueue report -h) to standard
+output, once every line's task is final or --wait-timeout has passed.
 
 `
 
@@ -79,6 +87,15 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
 	case s.MaxErrors == 0 || s.MaxErrors < -1:
 		return usageError{fmt.Errorf("--max-errors %d: must be at least 1, or -1 for no limit", s.MaxErrors)}
+	case s.Report.Wait && s.DryRun:
+		return usageError{errors.New("--wait: a dry run queues nothing to wait for")}
+	case s.ReportPath != "" && !s.Report.Wait:
+		return usageError{errors.New("--report: only with --wait")}
+	}
+	s.Report.RedisURL, s.Report.Out, s.Report.Window, s.Report.Timeout = s.RedisURL, s.ReportPath, batch.DefaultReportWindow, s.Timeout
+	s.Report.AllowInvalid = s.AllowInvalid
+	if err := s.Report.check(); err != nil {
+		return err
 	}
 
 	// Input, then its format and header: bad input never waits on Redis.
@@ -128,8 +145,10 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		},
 	}
+	var rdb redis.UniversalClient
 	if !s.DryRun {
-		rdb, err := redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 4, DialTimeout: 2 * time.Second})
+		var err error
+		rdb, err = redisconn.Open(s.RedisURL, redisconn.Options{PoolSize: s.Concurrency + 4, DialTimeout: 2 * time.Second})
 		if err != nil {
 			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
 		}
@@ -150,6 +169,18 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 	// The results file is created only once Redis answered, so that a
 	// failed run leaves an earlier file as it was.
 	out := stdout
+	var results string // the result file a --wait reads back
+	if s.Report.Wait && s.Out == "" {
+		// The result lines go to a file of their own, the report to
+		// standard output.
+		f, err := os.CreateTemp("", "enqueue-batch-*.jsonl")
+		if err != nil {
+			return fmt.Errorf("--wait: %w", err)
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		out, results = f, f.Name()
+	}
 	if s.Out != "" {
 		if sameFile(name, s.Out) {
 			return usageError{fmt.Errorf("--out %s is the input file: its results would overwrite it", s.Out)}
@@ -159,7 +190,7 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 			return usageError{fmt.Errorf("--out: %w", err)}
 		}
 		defer f.Close()
-		out = f
+		out, results = f, s.Out
 	}
 	w = bufio.NewWriterSize(out, 64<<10)
 
@@ -178,6 +209,9 @@ func runBatch(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("%w (after input line %d; later lines were not processed)", runErr, sum.LastLine)
 	case flushErr != nil:
 		return fmt.Errorf("write results: %w", flushErr)
+	}
+	if s.Report.Wait {
+		return reportAfterBatch(ctx, s.Report, rdb, results, sum, stdout, stderr)
 	}
 	var failed []string
 	if sum.Invalid > 0 && !s.AllowInvalid {
@@ -301,4 +335,20 @@ func peakRSS() string {
 		}
 	}
 	return "unavailable on this system"
+}
+
+// reportAfterBatch writes the delivery report of the run whose result
+// lines are in the file results. Lines that failed to enqueue make the
+// exit status 1, as without --wait: re-running the batch queues them.
+func reportAfterBatch(ctx context.Context, s reportSettings, rdb redis.UniversalClient, results string, sum batch.Summary, stdout, stderr io.Writer) error {
+	f, err := os.Open(results)
+	if err != nil {
+		return fmt.Errorf("--wait: read the result lines back: %w", err)
+	}
+	defer f.Close()
+	verdict := writeReport(ctx, s, rdb, f, stdout, stderr)
+	if sum.Errors > 0 && (verdict == nil || errors.Is(verdict, errNotDelivered) || errors.Is(verdict, errPending)) {
+		return fmt.Errorf("%d lines failed to enqueue; see their result lines (%v)", sum.Errors, verdict)
+	}
+	return verdict
 }

@@ -54,9 +54,10 @@ func bindSingle(set *config.Set, s *single) {
 const usage = `usage:
   enqueue [flags]                        queue one code (--channel, --phone)
   enqueue batch [flags] [FILE|-]         queue every line of a CSV or JSON Lines file
+  enqueue report [flags] [RESULTS|-]     what became of every line of a batch
   enqueue why [flags] --phone P | --task ID
                                          show why a phone got no code, or what became of a task
-Run "enqueue batch -h" or "enqueue why -h" for their flags.
+Run "enqueue batch -h", "enqueue report -h" or "enqueue why -h" for their flags.
 
 Flags of the one-code form:
 `
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runBatch(ctx, args[1:], getenv, stdin, stdout, stderr)
 		case "why":
 			return runWhy(ctx, args[1:], getenv, stdout, stderr)
+		case "report":
+			return runReport(ctx, args[1:], getenv, stdin, stdout, stderr)
 		}
 	}
 	return runSingle(ctx, args, getenv, stdout, stderr)

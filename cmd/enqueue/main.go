@@ -12,6 +12,12 @@
 // queues every line of a CSV or JSON Lines file and writes one JSON result
 // line per input line; it exits 1 when a line was invalid or failed.
 //
+//	enqueue report [--wait] RESULTS
+//
+// writes what became of every line of a batch's result file, in input
+// order; it exits 0 when every line got a code, 4 when some got none and
+// 5 while some are pending.
+//
 //	enqueue why --phone +8613800138000 [--channel CHANNEL_LOGIN]
 //	enqueue why --task ID
 //
@@ -79,6 +85,12 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, smsq.ErrDuplicate):
 		fmt.Fprintln(stderr, "enqueue:", err)
 		return exitDuplicate
+	case errors.Is(err, errNotDelivered):
+		fmt.Fprintln(stderr, "enqueue:", err)
+		return exitNotDelivered
+	case errors.Is(err, errPending):
+		fmt.Fprintln(stderr, "enqueue:", err)
+		return exitPending
 	default:
 		fmt.Fprintln(stderr, "enqueue:", err)
 		return exitFailure
