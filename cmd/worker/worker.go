@@ -88,6 +88,8 @@ type settings struct {
 	RateBurst           int
 	RateLimitPerChannel string
 	RateMaxWait         time.Duration
+
+	Webhooks webhookSettings
 }
 
 // bindSettings declares every worker setting; the README table is made
@@ -117,6 +119,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", 100*time.Millisecond, "how often an idle worker checks for new tasks: a new task waits up to 1.5 times this; each check costs a few Redis commands")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
+	bindWebhookSettings(set, &s.Webhooks)
 	bindHTTPSettings(set, s)
 }
 
@@ -124,6 +127,11 @@ func bindSettings(set *config.Set, s *settings) {
 // longer than SMSQ_SHUTDOWN_TIMEOUT.
 func (w *worker) shutdown() {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.hooks.stop()
+	}()
 	for _, srv := range w.srvs {
 		wg.Add(1)
 		go func() {
@@ -145,6 +153,7 @@ type worker struct {
 	sandbox *genauthtest.Server
 	srvs    []*asynq.Server
 	web     *httpSurface // nil with SMSQ_HTTP_ADDR=off
+	hooks   *webhooks    // nil without SMSQ_WEBHOOK_URL
 }
 
 // run starts the worker and blocks until ctx ends.
@@ -184,6 +193,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	hooks, err := parseWebhooks(ctx, &s.Webhooks, queues, log)
+	if err != nil {
+		return err
+	}
 	fileLimit, err := raiseFileLimit()
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot read RLIMIT_NOFILE; the HTTP listener gets SMSQ_HTTP_MAX_CONNS as set")
@@ -216,7 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	checkRedisSettings(ctx, rdb, log)
 
 	// GenAuth: the configured tenant, or the sandbox.
-	w := &worker{log: log, web: web}
+	w := &worker{log: log, web: web, hooks: hooks}
 	gcfg := genauth.Config{AppHost: s.AppHost, AppID: s.AppID, HeaderPrefix: s.HeaderPrefix, Lang: s.Lang, Timeout: s.GenAuthTimeout}
 	if s.AppHost == "" {
 		if s.AppID != "" {
@@ -251,7 +264,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("SMSQ_RETENTION: %w", err)
 	}
-	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb), Redis: rdb, Queues: slices.Collect(maps.Keys(queues))})
+	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb), Redis: rdb, Queues: append(slices.Collect(maps.Keys(queues)), hooks.queues()...)})
 	limiter, err := ratelimit.New(ratelimit.Config{Client: rdb, Global: globalRate, Channels: channelRates})
 	if err != nil {
 		return fmt.Errorf("SMSQ_RATE_LIMIT: %w", err)
@@ -315,6 +328,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			w.shutdown()
 			return fmt.Errorf("start asynq server: %w", err)
 		}
+	}
+	if err := hooks.start(s.RedisURL, obs.Registry(), alog, &s, log); err != nil {
+		w.shutdown()
+		return err
 	}
 	web.setRunning(true)
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
