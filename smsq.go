@@ -18,12 +18,10 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
-	"github.com/smsq/smsq/internal/tracing"
 )
 
 // TaskType is the asynq task type smsq workers process.
@@ -76,6 +74,7 @@ type options struct {
 	sendBy time.Time
 	ttl    time.Duration
 	onHeld string
+	source string
 	// anyQueue skips the served-queue check (AllowUnservedQueue).
 	anyQueue bool
 }
@@ -110,6 +109,10 @@ func WithDeferWhenHeld() Option { return WithOnHeld(tasks.OnHeldDefer) }
 // it the worker's default (SMSQ_ON_HELD) applies.
 func WithOnHeld(policy string) Option { return func(o *options) { o.onHeld = policy } }
 
+// WithSource names the producer in the task's record (payload field
+// source), e.g. "api:billing" for the HTTP API's key named billing.
+func WithSource(name string) Option { return func(o *options) { o.source = name } }
+
 // Client queues requests. It is safe for concurrent use.
 type Client struct {
 	c    *asynq.Client
@@ -133,8 +136,6 @@ type Client struct {
 	// waitHook, when set, runs each time Wait found the task pending and
 	// before it blocks (tests).
 	waitHook func(id string)
-	// producer starts each enqueue's span (see Enqueue).
-	producer *tracing.Producer
 }
 
 // DefaultClaimGrace is how long a producer has between claiming a key and
@@ -147,12 +148,6 @@ const DefaultClaimGrace = 10 * time.Second
 // DefaultClaimGrace). It must exceed the longest a producer may take
 // between its claim and its enqueue.
 func WithClaimGrace(d time.Duration) ClientOption { return func(c *Client) { c.claimGrace = d } }
-
-// WithTracerProvider makes the client start its producer spans from tp
-// instead of OpenTelemetry's global tracer provider.
-func WithTracerProvider(tp trace.TracerProvider) ClientOption {
-	return func(c *Client) { c.producer = tracing.NewProducer(tp) }
-}
 
 // NewClient connects to the Redis at redisURL (see README for URL forms).
 func NewClient(redisURL string, opts ...ClientOption) (*Client, error) {
@@ -171,8 +166,7 @@ func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client
 	// The worker's defaults; New fails only without a client, and then
 	// Enqueue says so.
 	keys, _ := history.New(history.Config{Client: rdb})
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace, recheck: DefaultWaitRecheck,
-		producer: tracing.NewProducer(nil)}
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace, recheck: DefaultWaitRecheck}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -207,7 +201,7 @@ func Prepare(req Request, now time.Time, opts ...Option) (*asynq.Task, tasks.Val
 	now = now.UTC().Truncate(time.Millisecond)
 	p := tasks.Payload{
 		Channel: req.Channel, PhoneNumber: req.Phone, PhoneCountryCode: req.CountryCode,
-		ClientIP: req.ClientIP, Lang: req.Lang, IdempotencyKey: o.key, OnHeld: o.onHeld,
+		ClientIP: req.ClientIP, Lang: req.Lang, IdempotencyKey: o.key, OnHeld: o.onHeld, Source: o.source,
 	}
 	switch {
 	case !o.sendBy.IsZero():
@@ -276,18 +270,7 @@ const claimSlack = tasks.DefaultRetention
 // worker began, older than the claim grace and without a task in asynq's
 // claimed queue is taken over (compare-and-set on the claim's token). A
 // first enqueue costs no round trip for this.
-//
-// Every enqueue is a producer span (OpenTelemetry, from the client's
-// tracer provider) whose W3C trace context the task carries in its
-// headers; the worker's span for each attempt links to it.
-func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (info *asynq.TaskInfo, err error) {
-	ctx, span := c.producer.Start(ctx, t, v.Queue, string(v.Channel))
-	defer func() { tracing.End(span, info, err) }()
-	return c.claimAndEnqueue(ctx, t, v)
-}
-
-// claimAndEnqueue is Enqueue without its span.
-func (c *Client) claimAndEnqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
+func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
 	key := v.IdempotencyKey
 	if key == "" {
 		// asynq gives the task a random ID: nothing to claim.

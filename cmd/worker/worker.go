@@ -24,7 +24,6 @@ import (
 	"github.com/smsq/smsq/internal/ratelimit"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
-	"github.com/smsq/smsq/internal/tracing"
 )
 
 // defaultRedisURL is where the worker looks for Redis, and where it starts
@@ -91,6 +90,7 @@ type settings struct {
 	RateMaxWait         time.Duration
 
 	Webhooks webhookSettings
+	apiSettings
 }
 
 // bindSettings declares every worker setting; the README table is made
@@ -122,6 +122,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
 	bindWebhookSettings(set, &s.Webhooks)
 	bindHTTPSettings(set, s)
+	bindAPISettings(set, s)
 }
 
 // shutdown stops every fetch loop at once, so that together they take no
@@ -155,6 +156,7 @@ type worker struct {
 	srvs    []*asynq.Server
 	web     *httpSurface // nil with SMSQ_HTTP_ADDR=off
 	hooks   *webhooks    // nil without SMSQ_WEBHOOK_URL
+	api     *apiSurface  // nil without SMSQ_API_ADDR
 }
 
 // run starts the worker and blocks until ctx ends.
@@ -207,23 +209,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer web.Close()
-
-	// Traces, when OpenTelemetry's variables ask for them.
-	tp, err := tracing.Setup(ctx, tracing.Config{Getenv: getenv, ServiceName: "smsq-worker"})
+	apiSrv, err := listenAPI(&s, log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := tp.Shutdown(sctx); err != nil {
-			log.Warn().Err(err).Msg("cannot export the last spans")
-		}
-	}()
-	var tracer *tracing.Consumer // nil: tracing off, nothing wrapped
-	if tp.Enabled() {
-		tracer = tracing.NewConsumer(tp.TracerProvider())
-	}
+	defer apiSrv.Close()
 
 	// Redis: the configured one, or the embedded one on a fresh machine.
 	embeddedRedis := false
@@ -245,9 +235,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	checkRedisSettings(ctx, rdb, log)
+	if s.Mode == modeAPI {
+		return runAPIOnly(ctx, &s, queues, rdb, &worker{log: log, web: web, api: apiSrv}, fileLimit, h)
+	}
 
 	// GenAuth: the configured tenant, or the sandbox.
-	w := &worker{log: log, web: web, hooks: hooks}
+	w := &worker{log: log, web: web, hooks: hooks, api: apiSrv}
 	gcfg := genauth.Config{AppHost: s.AppHost, AppID: s.AppID, HeaderPrefix: s.HeaderPrefix, Lang: s.Lang, Timeout: s.GenAuthTimeout}
 	if s.AppHost == "" {
 		if s.AppID != "" {
@@ -263,9 +256,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn().Str("genauth", fake.URL()).Msg("SANDBOX: GENAUTH_APP_HOST is not set; calls go to a built-in fake GenAuth and NO REAL SMS IS SENT")
 	} else if s.AppID == "" {
 		return errors.New("GENAUTH_APP_ID is required with GENAUTH_APP_HOST")
-	}
-	if tracer != nil {
-		gcfg.WrapTransport = tracer.Transport
 	}
 	client, err := genauth.New(gcfg)
 	if err != nil {
@@ -286,6 +276,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("SMSQ_RETENTION: %w", err)
 	}
 	obs := metrics.New(metrics.Config{Inspector: asynq.NewInspectorFromRedisClient(rdb), Redis: rdb, Queues: append(slices.Collect(maps.Keys(queues)), hooks.queues()...)})
+	if err := apiSrv.serve(&s, queues, obs.Registry()); err != nil {
+		return err
+	}
 	limiter, err := ratelimit.New(ratelimit.Config{Client: rdb, Global: globalRate, Channels: channelRates})
 	if err != nil {
 		return fmt.Errorf("SMSQ_RATE_LIMIT: %w", err)
@@ -294,18 +287,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if limiter.Enabled() {
 		rateLimiter = limiter
 	}
-	var reservations tasks.Reserver = store
-	var journalled tasks.Journal = journal
-	if tracer != nil {
-		reservations, journalled = tracing.Reservations{Store: store}, tracing.Journal{Store: journal}
-		if rateLimiter != nil {
-			rateLimiter = tracing.RateLimiter(rateLimiter)
-		}
-	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
-		Sender: client, Reservations: reservations, Journal: journalled, Classifier: classifier,
+		Sender: client, Reservations: store, Journal: journal, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
 		Sandbox: w.sandbox != nil,
 	})
@@ -349,15 +334,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := web.serve(&s, rdb, obs, fileLimit, sendPath); err != nil {
 		return err
 	}
-	var served asynq.Handler = handler
-	if tracer != nil {
-		served = tracer.Handler(handler)
-	}
 	for _, srv := range w.srvs {
 		// The handler itself, not a ServeMux: a mux matches task types by
 		// prefix and retries types it has no handler for, where the
 		// handler archives every other type once with a recorded reason.
-		if err := srv.Start(served); err != nil {
+		if err := srv.Start(handler); err != nil {
 			w.shutdown()
 			return fmt.Errorf("start asynq server: %w", err)
 		}
@@ -370,7 +351,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
 		Int("concurrency", s.Concurrency).Int("fetchers", len(w.srvs)).Str("queues", config.FormatWeights(queues)).
 		Str("rate_limit", limiter.String()).Str("phone_hash", phoneHashName(hasher)).
-		Uint64("open_files_limit", fileLimit).Str("tracing", tp.String()).
+		Uint64("open_files_limit", fileLimit).
 		Msg("worker started")
 	if h != nil && h.ready != nil {
 		h.ready(w)

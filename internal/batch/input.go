@@ -150,6 +150,10 @@ type Record struct {
 	Channel, Phone, CountryCode, ClientIP, Lang string
 	IdempotencyKey, Queue, OnHeld               string
 	SendWithin, Delay                           time.Duration
+	// SendBy is an absolute deadline (the HTTP API's batch lines carry it).
+	SendBy time.Time
+	// Source names the producer (smsq.WithSource).
+	Source string
 
 	// Err is set when the line could not be parsed (wrong number of CSV
 	// fields, broken JSON, a bad duration); the line is reported invalid.
@@ -175,6 +179,12 @@ func (r Record) Options() []smsq.Option {
 	}
 	if r.SendWithin != 0 {
 		opts = append(opts, smsq.WithSendWithin(r.SendWithin))
+	}
+	if !r.SendBy.IsZero() {
+		opts = append(opts, smsq.WithSendBy(r.SendBy))
+	}
+	if r.Source != "" {
+		opts = append(opts, smsq.WithSource(r.Source))
 	}
 	if r.OnHeld != "" {
 		// Validated with the rest of the request: dedupe or defer.

@@ -130,6 +130,13 @@ func (l *Limiter) Allow(ctx context.Context, channel string) (time.Duration, err
 	return 0, nil
 }
 
+// AllowKey takes a token from the limiter <prefix><key> under lim, as
+// Allow does for the configured limits: 0 when allowed, else the wait
+// before asking again. The HTTP API limits each API key this way.
+func (l *Limiter) AllowKey(ctx context.Context, key string, lim Limit) (time.Duration, error) {
+	return l.take(ctx, l.prefix+key, lim)
+}
+
 // take runs one GCRA step: 0 when a token was taken, else the wait.
 func (l *Limiter) take(ctx context.Context, key string, lim Limit) (time.Duration, error) {
 	r, err := l.rl.Allow(ctx, key, redis_rate.Limit{Rate: lim.Rate, Period: lim.Period, Burst: lim.Burst})

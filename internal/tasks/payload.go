@@ -68,7 +68,13 @@ type Payload struct {
 	// OnHeld is the held-reservation policy for this task: "dedupe" or
 	// "defer"; empty means the worker's default.
 	OnHeld string `json:"onHeld,omitempty"`
+	// Source names the producer that queued the task, for the record: the
+	// HTTP API puts "api:<key name>" here (never the key's secret).
+	Source string `json:"source,omitempty"`
 }
+
+// MaxSourceLen bounds Payload.Source.
+const MaxSourceLen = 80
 
 // Validated is a payload whose fields have been checked and normalised.
 type Validated struct {
@@ -124,6 +130,9 @@ func (p Payload) Validate() (Validated, error) {
 	default:
 		errs = append(errs, fmt.Errorf("onHeld: %q is not %q or %q", phone.MaskText(p.OnHeld), OnHeldDedupe, OnHeldDefer))
 	}
+	if err := validateSource(p.Source); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
@@ -155,6 +164,20 @@ func ValidateIdempotencyKey(key string) error {
 				return errors.New("idempotencyKey: may hold only printable ASCII without spaces, and holds a phone number")
 			}
 			return fmt.Errorf("idempotencyKey: %q may hold only printable ASCII without spaces", phone.MaskText(key))
+		}
+	}
+	return nil
+}
+
+// validateSource checks Payload.Source: printable ASCII, bounded, and not
+// quoted back when it holds anything else.
+func validateSource(s string) error {
+	if len(s) > MaxSourceLen {
+		return fmt.Errorf("source: %d characters, at most %d", len(s), MaxSourceLen)
+	}
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e {
+			return errors.New("source: may hold only printable ASCII without spaces")
 		}
 	}
 	return nil

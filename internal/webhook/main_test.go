@@ -16,7 +16,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
 	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/redistest"
@@ -113,7 +112,6 @@ type rigConfig struct {
 	filter    Filter
 	schedule  Schedule
 	guard     Guard
-	logs      io.Writer
 }
 
 func startRig(t testing.TB, cfg rigConfig) *rig {
@@ -134,11 +132,7 @@ func startRig(t testing.TB, cfg rigConfig) *rig {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(MetricsConfig{Registerer: reg, Redis: rdb, Prefix: outcome.DefaultPrefix, Endpoints: eps, CacheFor: time.Millisecond})
 	client := asynq.NewClientFromRedisClient(rdb)
-	log := zerolog.Nop()
-	if cfg.logs != nil {
-		log = zerolog.New(cfg.logs)
-	}
-	f, err := NewFanout(FanoutConfig{Client: rdb, Enqueuer: client, Endpoints: eps, Filter: cfg.filter, Schedule: cfg.schedule, Metrics: m, Timeout: 2 * time.Second, Logger: &log})
+	f, err := NewFanout(FanoutConfig{Client: rdb, Enqueuer: client, Endpoints: eps, Filter: cfg.filter, Schedule: cfg.schedule, Metrics: m, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +142,7 @@ func startRig(t testing.TB, cfg rigConfig) *rig {
 	}
 	disabled := NewDisabled(rdb, outcome.DefaultPrefix)
 	d, err := NewDeliverer(DelivererConfig{Endpoints: eps, Secrets: mustSecrets(t, cfg.secrets), Disabled: disabled,
-		Client: NewHTTPClient(cfg.guard, 2*time.Second), Metrics: m, Logger: &log})
+		Client: NewHTTPClient(cfg.guard, 2*time.Second), Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
