@@ -18,10 +18,12 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
+	"github.com/smsq/smsq/internal/tracing"
 )
 
 // TaskType is the asynq task type smsq workers process.
@@ -136,6 +138,8 @@ type Client struct {
 	// waitHook, when set, runs each time Wait found the task pending and
 	// before it blocks (tests).
 	waitHook func(id string)
+	// producer starts each enqueue's span (see Enqueue).
+	producer *tracing.Producer
 }
 
 // DefaultClaimGrace is how long a producer has between claiming a key and
@@ -148,6 +152,12 @@ const DefaultClaimGrace = 10 * time.Second
 // DefaultClaimGrace). It must exceed the longest a producer may take
 // between its claim and its enqueue.
 func WithClaimGrace(d time.Duration) ClientOption { return func(c *Client) { c.claimGrace = d } }
+
+// WithTracerProvider makes the client start its producer spans from tp
+// instead of OpenTelemetry's global tracer provider.
+func WithTracerProvider(tp trace.TracerProvider) ClientOption {
+	return func(c *Client) { c.producer = tracing.NewProducer(tp) }
+}
 
 // NewClient connects to the Redis at redisURL (see README for URL forms).
 func NewClient(redisURL string, opts ...ClientOption) (*Client, error) {
@@ -166,7 +176,8 @@ func NewClientFromRedis(rdb redis.UniversalClient, opts ...ClientOption) *Client
 	// The worker's defaults; New fails only without a client, and then
 	// Enqueue says so.
 	keys, _ := history.New(history.Config{Client: rdb})
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace, recheck: DefaultWaitRecheck}
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, keys: keys, now: time.Now, served: DefaultServedQueues(), claimGrace: DefaultClaimGrace, recheck: DefaultWaitRecheck,
+		producer: tracing.NewProducer(nil)}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -270,7 +281,18 @@ const claimSlack = tasks.DefaultRetention
 // worker began, older than the claim grace and without a task in asynq's
 // claimed queue is taken over (compare-and-set on the claim's token). A
 // first enqueue costs no round trip for this.
-func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
+//
+// Every enqueue is a producer span (OpenTelemetry, from the client's
+// tracer provider) whose W3C trace context the task carries in its
+// headers; the worker's span for each attempt links to it.
+func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (info *asynq.TaskInfo, err error) {
+	ctx, span := c.producer.Start(ctx, t, v.Queue, string(v.Channel))
+	defer func() { tracing.End(span, info, err) }()
+	return c.claimAndEnqueue(ctx, t, v)
+}
+
+// claimAndEnqueue is Enqueue without its span.
+func (c *Client) claimAndEnqueue(ctx context.Context, t *asynq.Task, v tasks.Validated) (*asynq.TaskInfo, error) {
 	key := v.IdempotencyKey
 	if key == "" {
 		// asynq gives the task a random ID: nothing to claim.

@@ -348,7 +348,8 @@ func reportAfterBatch(ctx context.Context, s reportSettings, rdb redis.Universal
 	defer f.Close()
 	verdict := writeReport(ctx, s, rdb, f, stdout, stderr)
 	if sum.Errors > 0 && (verdict == nil || errors.Is(verdict, errNotDelivered) || errors.Is(verdict, errPending)) {
-		return fmt.Errorf("%d lines failed to enqueue; see their result lines (%v)", sum.Errors, verdict)
+		// Not errNotDelivered: status 1 says to re-run the batch.
+		return fmt.Errorf("%d lines failed to enqueue; see their result lines", sum.Errors)
 	}
 	return verdict
 }

@@ -34,10 +34,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/tracing"
 )
 
 func main() {
@@ -45,9 +48,29 @@ func main() {
 	redis.SetLogger(quietLogger{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	// Traces, when OpenTelemetry's variables ask for them: every enqueue
+	// is a producer span of the global provider (see smsq.Client.Enqueue).
+	tp, err := tracing.Setup(ctx, tracing.Config{Getenv: os.Getenv, ServiceName: "smsq-enqueue"})
+	if err == nil {
+		if tp.Enabled() {
+			otel.SetTracerProvider(tp.TracerProvider())
+		}
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+		flushSpans(tp)
+	} else {
+		err = usageError{err}
+	}
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
+}
+
+// flushSpans exports the spans still buffered before the command exits.
+func flushSpans(tp *tracing.Provider) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "enqueue: cannot export the last spans:", err)
+	}
 }
 
 // quietLogger drops go-redis's internal log lines.

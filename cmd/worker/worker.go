@@ -24,6 +24,7 @@ import (
 	"github.com/smsq/smsq/internal/ratelimit"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
+	"github.com/smsq/smsq/internal/tracing"
 )
 
 // defaultRedisURL is where the worker looks for Redis, and where it starts
@@ -215,6 +216,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer apiSrv.Close()
 
+	// Traces, when OpenTelemetry's variables ask for them.
+	tp, err := tracing.Setup(ctx, tracing.Config{Getenv: getenv, ServiceName: "smsq-worker"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("cannot export the last spans")
+		}
+	}()
+	var tracer *tracing.Consumer // nil: tracing off, nothing wrapped
+	if tp.Enabled() {
+		tracer = tracing.NewConsumer(tp.TracerProvider())
+	}
+
 	// Redis: the configured one, or the embedded one on a fresh machine.
 	embeddedRedis := false
 	if !set.IsSet("redis-url") && !embedded.Listening(ctx, embeddedRedisAdr) {
@@ -257,6 +275,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else if s.AppID == "" {
 		return errors.New("GENAUTH_APP_ID is required with GENAUTH_APP_HOST")
 	}
+	if tracer != nil {
+		gcfg.WrapTransport = tracer.Transport
+	}
 	client, err := genauth.New(gcfg)
 	if err != nil {
 		// genauth names its Config fields; the operator knows the variables.
@@ -287,10 +308,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if limiter.Enabled() {
 		rateLimiter = limiter
 	}
+	var reservations tasks.Reserver = store
+	var journalled tasks.Journal = journal
+	if tracer != nil {
+		reservations, journalled = tracing.Reservations{Store: store}, tracing.Journal{Store: journal}
+		if rateLimiter != nil {
+			rateLimiter = tracing.RateLimiter(rateLimiter)
+		}
+	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
-		Sender: client, Reservations: store, Journal: journal, Classifier: classifier,
+		Sender: client, Reservations: reservations, Journal: journalled, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
 		Sandbox: w.sandbox != nil,
 	})
@@ -334,11 +363,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := web.serve(&s, rdb, obs, fileLimit, sendPath); err != nil {
 		return err
 	}
+	var served asynq.Handler = handler
+	if tracer != nil {
+		served = tracer.Handler(handler)
+	}
 	for _, srv := range w.srvs {
 		// The handler itself, not a ServeMux: a mux matches task types by
 		// prefix and retries types it has no handler for, where the
 		// handler archives every other type once with a recorded reason.
-		if err := srv.Start(handler); err != nil {
+		if err := srv.Start(served); err != nil {
 			w.shutdown()
 			return fmt.Errorf("start asynq server: %w", err)
 		}
@@ -351,7 +384,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info().Str("redis", redisconn.Redact(s.RedisURL)).Str("genauth", client.AppHost()).
 		Int("concurrency", s.Concurrency).Int("fetchers", len(w.srvs)).Str("queues", config.FormatWeights(queues)).
 		Str("rate_limit", limiter.String()).Str("phone_hash", phoneHashName(hasher)).
-		Uint64("open_files_limit", fileLimit).
+		Uint64("open_files_limit", fileLimit).Str("tracing", tp.String()).
 		Msg("worker started")
 	if h != nil && h.ready != nil {
 		h.ready(w)

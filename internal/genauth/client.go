@@ -67,6 +67,9 @@ type Config struct {
 	// transport sized for many concurrent calls to one host. A client given
 	// here is used as is; it should not follow redirects.
 	HTTPClient *http.Client
+	// WrapTransport, when set, wraps the HTTP client's transport (tracing
+	// installs its client spans there). The client is copied, not changed.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// UserAgent is sent as the User-Agent header. Empty means
 	// DefaultUserAgent.
 	UserAgent string
@@ -80,6 +83,16 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = newHTTPClient()
+	}
+	if cfg.WrapTransport != nil {
+		hc := *cfg.HTTPClient
+		rt := hc.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		hc.Transport = cfg.WrapTransport(rt)
+		cfg.HTTPClient = &hc
+		cfg.WrapTransport = nil
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = DefaultUserAgent

@@ -99,7 +99,9 @@ func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Valid
 	if v.IdempotencyKey != "" {
 		base = append(base, asynq.TaskID(v.IdempotencyKey))
 	}
-	return asynq.NewTask(TypeSendSMS, data, append(base, opts...)...), v, nil
+	// Headers, empty here, carry the producer's trace context (see
+	// smsq.Client.Enqueue).
+	return asynq.NewTaskWithHeaders(TypeSendSMS, data, map[string]string{}, append(base, opts...)...), v, nil
 }
 
 // FetchLoopShare is the concurrency one asynq fetch loop feeds by default.

@@ -295,7 +295,7 @@ func (f *Fanout) fanout(ctx context.Context, m redis.XMessage) error {
 		}
 	}
 	f.metrics.event(EventInvalid)
-	f.log.Error().Str("entry", m.ID).Str("error", phone.MaskText(err.Error())).Msg("outcome entry not delivered as a webhook: it does not parse")
+	f.log.Error().Str("entry", m.ID).Str("error", phone.MaskText(err.Error())).Msg("outcome entry not delivered as a webhook: it does not parse or holds a phone number")
 	return nil
 }
 

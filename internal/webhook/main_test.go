@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/redistest"
@@ -112,6 +113,7 @@ type rigConfig struct {
 	filter    Filter
 	schedule  Schedule
 	guard     Guard
+	logs      io.Writer
 }
 
 func startRig(t testing.TB, cfg rigConfig) *rig {
@@ -132,7 +134,11 @@ func startRig(t testing.TB, cfg rigConfig) *rig {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(MetricsConfig{Registerer: reg, Redis: rdb, Prefix: outcome.DefaultPrefix, Endpoints: eps, CacheFor: time.Millisecond})
 	client := asynq.NewClientFromRedisClient(rdb)
-	f, err := NewFanout(FanoutConfig{Client: rdb, Enqueuer: client, Endpoints: eps, Filter: cfg.filter, Schedule: cfg.schedule, Metrics: m, Timeout: 2 * time.Second})
+	log := zerolog.Nop()
+	if cfg.logs != nil {
+		log = zerolog.New(cfg.logs)
+	}
+	f, err := NewFanout(FanoutConfig{Client: rdb, Enqueuer: client, Endpoints: eps, Filter: cfg.filter, Schedule: cfg.schedule, Metrics: m, Timeout: 2 * time.Second, Logger: &log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +148,7 @@ func startRig(t testing.TB, cfg rigConfig) *rig {
 	}
 	disabled := NewDisabled(rdb, outcome.DefaultPrefix)
 	d, err := NewDeliverer(DelivererConfig{Endpoints: eps, Secrets: mustSecrets(t, cfg.secrets), Disabled: disabled,
-		Client: NewHTTPClient(cfg.guard, 2*time.Second), Metrics: m})
+		Client: NewHTTPClient(cfg.guard, 2*time.Second), Metrics: m, Logger: &log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,14 @@ func NewMessage(e outcome.Event) (Message, error) {
 	if !outcomeName.MatchString(e.Outcome) {
 		return Message{}, fmt.Errorf("outcome %q: not an outcome name", phone.MaskText(e.Outcome))
 	}
+	for name, n := range map[string]int64{"attempts": int64(e.Attempts), "statusCode": int64(e.StatusCode),
+		"apiCode": int64(e.APICode), "retryInMs": e.RetryInMS} {
+		// A number cannot be masked: one that reads as a phone number is a
+		// writer's mistake, and the entry is not sent.
+		if holds(strconv.FormatInt(n, 10)) {
+			return Message{}, fmt.Errorf("%s: holds a phone number", name)
+		}
+	}
 	id := MessageID(e.TaskID, e.Outcome)
 	e = Scrub(e)
 	ts := e.FinishedAt

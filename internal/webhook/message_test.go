@@ -1,10 +1,15 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/phone"
@@ -52,6 +57,13 @@ func TestMessageShape(t *testing.T) {
 	if _, err := NewMessage(event("x", "Sent\nX")); err == nil {
 		t.Fatal("an outcome that is not a name made a type")
 	}
+	for _, n := range []int64{13800138000, 8613800138000} {
+		e := event("x", "sent")
+		e.RetryInMS = n
+		if _, err := NewMessage(e); err == nil {
+			t.Errorf("retryInMs %d: a phone number in a number was sent", n)
+		}
+	}
 }
 
 // A careless writer's entry with a full number in every text field, in
@@ -85,5 +97,71 @@ func TestBodyHoldsNoPhone(t *testing.T) {
 		if strings.Contains(phone.Digits(string(flat)), "13800138000") {
 			t.Errorf("%q: decoded body holds the number", p)
 		}
+	}
+}
+
+// syncWriter is a log sink safe for concurrent writes.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// Log lines of deliveries, failed ones and entries that do not parse hold
+// no phone number, whatever the entry carries; nor do the delivery tasks
+// kept in Redis.
+func TestLogsAndTasksHoldNoPhone(t *testing.T) {
+	t.Parallel()
+	logs := &syncWriter{}
+	rcv := newReceiver(t, func(n int, _ delivery) int {
+		if n%2 == 0 {
+			return http.StatusBadRequest
+		}
+		return http.StatusOK
+	})
+	r := startRig(t, rigConfig{endpoints: rcv.URL, guard: Guard{AllowPrivate: true}, logs: logs})
+	ctx := context.Background()
+	for i, p := range []string{"13800138000", "１３８００１３８０００", "१३८००१३८०००", "138-0013-8000"} {
+		e := event("login_"+p+"_"+itoa(i), "failed")
+		e.Key, e.Reason, e.RequestID = p, "bad "+p, p
+		r.append(t, e)
+	}
+	// Entries that do not parse, or carry a number where no mask can
+	// go, quoting the number.
+	for _, attempts := range []string{"two 13800138000", "+8613800138000"} {
+		if err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: outcome.StreamKey("smsq"), Values: []any{"v", "1", "taskId", "13800138000", "outcome", "sent", "attempts", attempts}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, func() (bool, string) {
+		return strings.Count(logs.String(), "webhook delivered")+strings.Count(logs.String(), "webhook not delivered") == 4 &&
+			strings.Count(logs.String(), "does not parse") == 2, "log lines missing:\n" + logs.String()
+	})
+	if strings.Contains(phone.Digits(logs.String()), "13800138000") {
+		t.Fatalf("logs hold the number:\n%s", phone.Digits(logs.String()))
+	}
+	var dump strings.Builder
+	keys, _ := r.rdb.Keys(ctx, "asynq:{"+Queue+"}:*").Result()
+	for _, k := range keys {
+		dump.WriteString(k + "\n")
+		if typ, _ := r.rdb.Type(ctx, k).Result(); typ == "hash" {
+			for f, v := range r.rdb.HGetAll(ctx, k).Val() {
+				dump.WriteString(f + "=" + v + "\n")
+			}
+		}
+	}
+	if len(keys) < 4 || strings.Contains(phone.Digits(dump.String()), "13800138000") {
+		t.Fatalf("%d keys; delivery tasks hold the number:\n%s", len(keys), dump.String())
 	}
 }

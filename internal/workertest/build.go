@@ -27,9 +27,15 @@ type build struct {
 	err  error
 }
 
+// buildKey names one variant: the command's package and the race flag.
+type buildKey struct {
+	pkg  string
+	race bool
+}
+
 var (
 	buildsMu sync.Mutex
-	builds   = map[bool]*build{} // keyed by the race flag
+	builds   = map[buildKey]*build{}
 )
 
 // Binary builds ./cmd/worker once per test process and returns its path.
@@ -38,38 +44,47 @@ var (
 // without it. Call Cleanup from TestMain to remove the binary.
 func Binary(t testing.TB, race bool) string {
 	t.Helper()
+	return Command(t, "./cmd/worker", race)
+}
+
+// Command builds the module's command pkg (such as "./cmd/enqueue") once
+// per test process and returns its path; see Binary.
+func Command(t testing.TB, pkg string, race bool) string {
+	t.Helper()
+	k := buildKey{pkg, race}
 	buildsMu.Lock()
-	b := builds[race]
+	b := builds[k]
 	if b == nil {
 		b = &build{}
-		builds[race] = b
+		builds[k] = b
 	}
 	buildsMu.Unlock()
-	b.once.Do(func() { b.dir, b.path, b.err = compile(race) })
+	b.once.Do(func() { b.dir, b.path, b.err = compile(pkg, race) })
 	if b.err != nil {
 		t.Fatal(b.err)
 	}
 	return b.path
 }
 
-func compile(race bool) (dir, path string, err error) {
+func compile(pkg string, race bool) (dir, path string, err error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", "", err
 	}
-	dir, err = os.MkdirTemp("", "smsq-worker-")
+	name := filepath.Base(pkg)
+	dir, err = os.MkdirTemp("", "smsq-"+name+"-")
 	if err != nil {
 		return "", "", err
 	}
-	path = filepath.Join(dir, "worker")
+	path = filepath.Join(dir, name)
 	args := []string{"build", "-o", path}
 	if race {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "./cmd/worker")...)
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return dir, "", fmt.Errorf("go build ./cmd/worker: %v\n%s", err, out)
+		return dir, "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return dir, path, nil
 }

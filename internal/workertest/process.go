@@ -48,6 +48,10 @@ func Env(redisURL string, fake *genauthtest.Server, window time.Duration) []stri
 	}
 }
 
+// BaseEnv is the test's environment without any smsq or OpenTelemetry
+// setting, for other commands a test starts (Start uses it for workers).
+func BaseEnv() []string { return baseEnv() }
+
 // Start starts the worker binary bin as name with settings env (NAME=value)
 // and its output in logPath. The test's own smsq settings are dropped first,
 // so that a developer's configuration cannot leak into the worker. Start
@@ -75,12 +79,13 @@ func Start(t testing.TB, name, bin, logPath string, env []string) *Process {
 	return p
 }
 
-// baseEnv is the test's environment without any smsq setting.
+// baseEnv is the test's environment without any smsq or OpenTelemetry
+// setting.
 func baseEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "SMSQ_") || strings.HasPrefix(name, "GENAUTH_") || name == "REDIS_URL" {
+		if strings.HasPrefix(name, "SMSQ_") || strings.HasPrefix(name, "GENAUTH_") || strings.HasPrefix(name, "OTEL_") || name == "REDIS_URL" {
 			continue
 		}
 		out = append(out, kv)
