@@ -58,17 +58,30 @@ func Holds(s string) bool {
 		run := s[m[0]:m[1]]
 		if touchesLetter(s, m[0], m[1]) {
 			for _, piece := range consecutive.FindAllString(run, -1) {
-				if isNumber(phonenumbers.NormalizeDigitsOnly(piece)) {
+				if isNumber(asciiDigits(piece)) {
 					return true
 				}
 			}
 			continue
 		}
-		if isNumber(phonenumbers.NormalizeDigitsOnly(run)) {
+		if isNumber(asciiDigits(run)) {
 			return true
 		}
 	}
 	return false
+}
+
+// asciiDigits returns the decimal digits of s, of any script, as ASCII
+// digits. (libphonenumber's NormalizeDigitsOnly keeps the digits of
+// scripts it has no mapping for, such as Devanagari and Thai, as they are.)
+func asciiDigits(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if unicode.IsDigit(r) {
+			b = append(b, byte('0'+digitValue(r)))
+		}
+	}
+	return string(b)
 }
 
 // consecutive is digits in a row.

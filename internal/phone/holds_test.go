@@ -29,6 +29,10 @@ func TestHolds(t *testing.T) {
 		"１３８００１３８０２０",              // full-width digits
 		"١٣٨٠٠١٣٨٠٣٢",              // Arabic-Indic digits
 		"login_١٣٨٠٠١٣٨٠٣٢",        //
+		"१३८००१३८०००",              // Devanagari digits
+		"key-১৩৮০০১৩৮০০০",          // Bengali digits
+		"๑๓๘๐๐๑๓๘๐๐๐",              // Thai digits
+		"q-۱۳۸۰۰۱۳۸۰۰۰",            // Extended Arabic-Indic (Persian) digits
 		"x_１３８－００１３－８０２０",          // full-width digits and dashes
 		"a-13800138000-b",          //
 		"order/13800138000",        //
