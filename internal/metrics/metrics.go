@@ -53,6 +53,7 @@ type Metrics struct {
 	conflicts     *prometheus.CounterVec
 	unknown       *prometheus.CounterVec
 	enqueueToSend *prometheus.HistogramVec
+	rateWait      *prometheus.HistogramVec
 }
 
 var _ tasks.Observer = (*Metrics)(nil)
@@ -97,6 +98,11 @@ func New(cfg Config) *Metrics {
 			Help:    "Time from enqueue to GenAuth accepting the send, for tasks ending as sent.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
 		}, []string{"channel"}),
+		rateWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "smsq_rate_limit_wait_seconds",
+			Help:    "Time attempts waited for smsq's rate limit toward GenAuth, for attempts that had to wait.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"channel"}),
 	}
 	// Zero series for every valid combination, so that dashboards and
 	// rate() see a 0 before the first event rather than no data.
@@ -111,11 +117,12 @@ func New(cfg Config) *Metrics {
 		m.conflicts.WithLabelValues(c)
 		m.unknown.WithLabelValues(c)
 		m.enqueueToSend.WithLabelValues(c)
+		m.rateWait.WithLabelValues(c)
 	}
 	for _, c := range classes {
 		m.genauth.WithLabelValues(c)
 	}
-	m.reg.MustRegister(m.attempts, m.finished, m.genauth, m.conflicts, m.unknown, m.enqueueToSend,
+	m.reg.MustRegister(m.attempts, m.finished, m.genauth, m.conflicts, m.unknown, m.enqueueToSend, m.rateWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Inspector != nil && cfg.Redis != nil {
 		cacheFor := cfg.QueueCacheFor
@@ -143,6 +150,9 @@ func (m *Metrics) Observe(r tasks.Result) {
 	}
 	if (r.Outcome == tasks.OutcomeDeduplicated || r.Outcome == tasks.OutcomeDeferred) && r.Holder != "genauth" {
 		m.conflicts.WithLabelValues(ch).Inc()
+	}
+	if r.RateWaitMS > 0 {
+		m.rateWait.WithLabelValues(ch).Observe(float64(r.RateWaitMS) / 1000)
 	}
 	if r.Outcome == tasks.OutcomeUnknown || r.Class == genauth.ClassUnknown.String() {
 		m.unknown.WithLabelValues(ch).Inc()

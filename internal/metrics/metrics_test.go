@@ -19,7 +19,7 @@ func TestObserveFamiliesAndLabels(t *testing.T) {
 	enq := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	results := []tasks.Result{
 		{Outcome: tasks.OutcomeSent, Final: true, Channel: "CHANNEL_LOGIN", Phone: "+86 138****8000",
-			Class: "sent", HTTPStatus: 200, StatusCode: 200, GenAuthMS: 120, EnqueuedAt: enq, FinishedAt: enq.Add(1500 * time.Millisecond)},
+			Class: "sent", HTTPStatus: 200, StatusCode: 200, GenAuthMS: 120, EnqueuedAt: enq, FinishedAt: enq.Add(1500 * time.Millisecond), RateWaitMS: 250},
 		{Outcome: tasks.OutcomeDeduplicated, Final: true, Channel: "CHANNEL_LOGIN", Holder: "task-1"},
 		{Outcome: tasks.OutcomeDeferred, Channel: "CHANNEL_REGISTER", Holder: "genauth", Class: "duplicate", StatusCode: 422, GenAuthMS: 80},
 		{Outcome: tasks.OutcomeUnknown, Channel: "CHANNEL_REGISTER", Class: "unknown", GenAuthMS: 10000},
@@ -42,7 +42,7 @@ func TestObserveFamiliesAndLabels(t *testing.T) {
 	for _, name := range []string{
 		"smsq_attempts_total", "smsq_tasks_finished_total", "smsq_genauth_request_duration_seconds",
 		"smsq_reservation_conflicts_total", "smsq_unknown_outcomes_total", "smsq_enqueue_to_send_seconds",
-		"go_goroutines", "process_cpu_seconds_total",
+		"smsq_rate_limit_wait_seconds", "go_goroutines", "process_cpu_seconds_total",
 	} {
 		if byName[name] == nil {
 			t.Errorf("metric family %s is missing", name)
@@ -79,6 +79,9 @@ func TestObserveFamiliesAndLabels(t *testing.T) {
 		{"smsq_genauth_request_duration_seconds", map[string]string{"class": "other"}, 1},
 		{"smsq_enqueue_to_send_seconds", map[string]string{"channel": "CHANNEL_LOGIN"}, 1},
 		{"smsq_enqueue_to_send_seconds", map[string]string{"channel": "CHANNEL_REGISTER"}, 0},
+		// Only attempts that waited for a send token.
+		{"smsq_rate_limit_wait_seconds", map[string]string{"channel": "CHANNEL_LOGIN"}, 1},
+		{"smsq_rate_limit_wait_seconds", map[string]string{"channel": "CHANNEL_REGISTER"}, 0},
 	}
 	for _, tt := range tests {
 		got, ok := value(byName[tt.family], tt.labels)
@@ -94,6 +97,13 @@ func TestObserveFamiliesAndLabels(t *testing.T) {
 		for _, mt := range f.GetMetric() {
 			if mt.GetHistogram().GetSampleCount() == 1 && mt.GetHistogram().GetSampleSum() != 1.5 {
 				t.Errorf("enqueue to send sum = %v, want 1.5", mt.GetHistogram().GetSampleSum())
+			}
+		}
+	}
+	if f := byName["smsq_rate_limit_wait_seconds"]; f != nil {
+		for _, mt := range f.GetMetric() {
+			if mt.GetHistogram().GetSampleCount() == 1 && mt.GetHistogram().GetSampleSum() != 0.25 {
+				t.Errorf("rate limit wait sum = %v, want 0.25", mt.GetHistogram().GetSampleSum())
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -474,5 +475,42 @@ func TestRefusedLoginLogMasksThePath(t *testing.T) {
 	}
 	if strings.Contains(logs, "13800138000") {
 		t.Fatalf("log holds a full phone number:\n%s", logs)
+	}
+}
+
+// TestReadyMetricFollowsTheCheck: smsq_ready is /readyz's answer, checked
+// at each scrape, so that an alert sees a worker that cannot take work.
+func TestReadyMetricFollowsTheCheck(t *testing.T) {
+	var down atomic.Bool
+	hh := newHardened(t, func(context.Context) error {
+		if down.Load() {
+			return errors.New("redis: connection refused")
+		}
+		return nil
+	})
+	ready := func() float64 {
+		t.Helper()
+		fams, err := hh.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "smsq_ready" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no smsq_ready")
+		return -1
+	}
+	if got := ready(); got != 1 {
+		t.Fatalf("smsq_ready = %v while ready, want 1", got)
+	}
+	down.Store(true)
+	if got, code := ready(), hh.do("GET", "/readyz", "192.0.2.1:1", "", "", nil).Code; got != 0 || code != http.StatusServiceUnavailable {
+		t.Fatalf("smsq_ready = %v and /readyz %d while Redis is down, want 0 and 503", got, code)
+	}
+	down.Store(false)
+	if got := ready(); got != 1 {
+		t.Fatalf("smsq_ready = %v once ready again, want 1", got)
 	}
 }

@@ -39,7 +39,7 @@ type Config struct {
 	// User and Password guard the UI with HTTP basic auth; both empty
 	// serve it without credentials (only sensible on loopback).
 	User, Password string
-	// Registry, when set, gets smsq_ui_auth_failures_total.
+	// Registry, when set, gets smsq_ui_auth_failures_total and smsq_ready.
 	Registry prometheus.Registerer
 	// Log receives refused logins and the reasons for not being ready,
 	// each at most once per interval. Nil discards them.
@@ -75,9 +75,24 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}, []string{"result"})
 	failures.WithLabelValues("refused")
 	failures.WithLabelValues("throttled")
+	// /readyz's answer as a metric, so that an alert sees it without a
+	// prober: the same check, run at scrape time.
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "smsq_ready",
+		Help: "1 when the worker is ready (/readyz answers 200: Redis answers and the task server runs), 0 otherwise; checked at scrape time.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
+		defer cancel()
+		if cfg.Ready(ctx) != nil {
+			return 0
+		}
+		return 1
+	})
 	if cfg.Registry != nil {
-		if err := cfg.Registry.Register(failures); err != nil {
-			return nil, fmt.Errorf("ops: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{failures, ready} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("ops: register metrics: %w", err)
+			}
 		}
 	}
 
