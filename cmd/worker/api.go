@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/api"
@@ -23,6 +24,7 @@ import (
 	"github.com/smsq/smsq/internal/metrics"
 	"github.com/smsq/smsq/internal/ratelimit"
 	"github.com/smsq/smsq/internal/redisconn"
+	"github.com/smsq/smsq/internal/tracing"
 )
 
 // Worker modes (SMSQ_MODE).
@@ -95,6 +97,9 @@ type apiSurface struct {
 	log   zerolog.Logger
 	close []func() error
 	done  chan error
+	// tracer, when set, makes every enqueue a producer span, a child of
+	// the caller's span when the request carries a traceparent.
+	tracer trace.TracerProvider
 }
 
 // listenAPI validates the API settings and opens its listener, before
@@ -164,7 +169,11 @@ func (a *apiSurface) serve(s *settings, queues map[string]int, reg prometheus.Re
 	}
 	a.close = append(a.close, rdb.Close)
 	served := slices.Sorted(maps.Keys(queues))
-	client := smsq.NewClientFromRedis(rdb, smsq.WithServedQueues(served...))
+	opts := []smsq.ClientOption{smsq.WithServedQueues(served...)}
+	if a.tracer != nil {
+		opts = append(opts, smsq.WithTracerProvider(a.tracer))
+	}
+	client := smsq.NewClientFromRedis(rdb, opts...)
 	// Closed before its Redis: it ends the outcome subscription of ?wait=.
 	a.close = append([]func() error{client.Close}, a.close...)
 	log := a.log.With().Str("component", "api").Logger()
@@ -175,7 +184,11 @@ func (a *apiSurface) serve(s *settings, queues map[string]int, reg prometheus.Re
 	if err != nil {
 		return err
 	}
-	a.srv = api.NewHTTPServer(h, log)
+	var handler http.Handler = h
+	if a.tracer != nil {
+		handler = tracing.Incoming(h)
+	}
+	a.srv = api.NewHTTPServer(handler, log)
 	a.done = make(chan error, 1)
 	go func() { a.done <- a.srv.Serve(a.ln) }()
 	a.log.Info().Str("api_addr", a.Addr()).Bool("tls", a.tls).Str("api_keys", strings.Join(a.keys.Names(), ",")).

@@ -231,6 +231,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var tracer *tracing.Consumer // nil: tracing off, nothing wrapped
 	if tp.Enabled() {
 		tracer = tracing.NewConsumer(tp.TracerProvider())
+		if apiSrv != nil {
+			apiSrv.tracer = tp.TracerProvider()
+		}
 	}
 
 	// Redis: the configured one, or the embedded one on a fresh machine.

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel"
@@ -91,6 +92,19 @@ func sendName(queue string) string {
 		return "send " + tasks.QueueLow
 	}
 	return "send " + queue
+}
+
+// Incoming wraps an HTTP handler so that a request's W3C trace context
+// (traceparent, tracestate) becomes its context's remote parent: a
+// producer span started while serving it is a child of the caller's span.
+// It starts no span of its own and records nothing of the request.
+func Incoming(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("traceparent") != "" {
+			r = r.WithContext(propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // End ends a producer span with the ID asynq gave the task, or the

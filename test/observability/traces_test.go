@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,8 +130,13 @@ func TestTracesAcrossProcesses(t *testing.T) {
 	}
 	bin := workertest.Binary(t, false)
 	var workers []*workertest.Process
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
 	for _, name := range []string{"worker-a", "worker-b"} {
 		env := append(workertest.Env(rdb.URL(), fake, time.Minute), otelEnv(name)...)
+		if name == "worker-a" {
+			// worker-a also serves the HTTP API, a producer path of its own.
+			env = append(env, "SMSQ_API_ADDR="+apiAddr, "SMSQ_API_KEYS=backend:test-secret-0123456789")
+		}
 		workers = append(workers, workertest.Start(t, name, bin, filepath.Join(dir, name+".log"), env))
 	}
 	t.Cleanup(func() { workertest.Stop(workers...) })
@@ -157,10 +163,35 @@ func TestTracesAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]string{rc.TaskID: "api"}
+
+	// The HTTP API, called by a service whose request span is its parent.
+	ctx, call := tp.Tracer("api").Start(context.Background(), "POST /register")
+	body := strings.NewReader(`{"channel":"CHANNEL_REGISTER","phoneNumber":"+8613800138005"}`)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+apiAddr+"/v1/sms", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq.Header.Set("Authorization", "Bearer test-secret-0123456789")
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Idempotency-Key", "via-api")
+	hreq.Header.Set("traceparent", fmt.Sprintf("00-%s-%s-01", call.SpanContext().TraceID(), call.SpanContext().SpanID()))
+	resp, err := http.DefaultClient.Do(hreq)
+	call.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var queued struct{ ID string }
+	if err := json.Unmarshal(answer, &queued); resp.StatusCode/100 != 2 || err != nil || queued.ID == "" {
+		t.Fatalf("POST /v1/sms: %s %s", resp.Status, answer)
+	}
+	viaAPI := queued.ID
+	want[viaAPI] = "worker-a"
 	if err := tp.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{rc.TaskID: "api"}
 
 	// The enqueue command, once for one code and once for a batch.
 	enq := workertest.Command(t, "./cmd/enqueue", false)
@@ -234,6 +265,9 @@ func TestTracesAcrossProcesses(t *testing.T) {
 		}
 		if service == "api" && hex.EncodeToString(prod.ParentSpanId) != req.SpanContext().SpanID().String() {
 			t.Errorf("task %s: producer span under %x, want the caller's request span", id, prod.ParentSpanId)
+		}
+		if id == viaAPI && (hex.EncodeToString(prod.ParentSpanId) != call.SpanContext().SpanID().String() || hex.EncodeToString(prod.TraceId) != call.SpanContext().TraceID().String()) {
+			t.Errorf("task %s: producer span %x under %x, want the API caller's span %s in its trace", id, prod.TraceId, prod.ParentSpanId, call.SpanContext().SpanID())
 		}
 		var cons []span
 		for _, s := range spans {
