@@ -812,12 +812,12 @@ func TestProcessTaskKeepsDefiniteOutcomes(t *testing.T) {
 		journal, sender, resv := newDownJournal(boom, false), &fakeSender{}, &fakeReserver{}
 		journal.down.Store(true) // after the attempt opened
 		h := newHandler(t, journal, sender, resv, 5*time.Millisecond)
-		time.AfterFunc(100*time.Millisecond, func() { journal.down.Store(false) })
-		start := time.Now()
+		var up atomic.Bool
+		time.AfterFunc(100*time.Millisecond, func() { up.Store(true); journal.down.Store(false) })
 		if err := h.processTask(context.Background(), newTestTask(t, nil), meta); err != nil {
 			t.Fatalf("error = %v, want nil: the send is recorded once Redis takes writes", err)
 		}
-		if time.Since(start) < 100*time.Millisecond {
+		if !up.Load() {
 			t.Fatalf("returned before Redis took the write")
 		}
 		if journal.finalSent() != 1 || h.pending.size() != 0 {
