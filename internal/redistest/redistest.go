@@ -68,10 +68,19 @@ func Start(t testing.TB, opts ...Options) *Server {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), port: FreePort(t), opts: o}
-	s.start()
-	t.Cleanup(s.Kill)
-	return s
+	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), opts: o}
+	// A free port can be taken by another process before the server binds
+	// it (parallel test packages pick ports at the same time): try another.
+	var err error
+	for range 5 {
+		s.port = FreePort(t)
+		if err = s.tryStart(); err == nil {
+			t.Cleanup(s.Kill)
+			return s
+		}
+	}
+	t.Fatal(err)
+	return nil
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -105,16 +114,23 @@ func (s *Server) Client() *redis.Client {
 
 func (s *Server) start() {
 	s.t.Helper()
+	if err := s.tryStart(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *Server) tryStart() error {
 	p, err := redisproc.Start(redisproc.Config{
 		Bin: s.bin, Port: s.port, Dir: s.dir,
 		AppendOnly: s.opts.AppendOnly, Conf: s.opts.conf, Args: s.opts.Args,
 	})
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()
+	return nil
 }
 
 // Kill stops the server with SIGKILL, as a crash would. It is safe to call
