@@ -55,7 +55,7 @@ func smsqHandler(rdb redis.UniversalClient, fake *genauthtest.Server) (asynq.Han
 		return nil, err
 	}
 	log := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Str("component", "handler").Logger()
-	return tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: store, Journal: journal, Logger: &log})
+	return tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: store, Journal: journal, Logger: &log, JournalOnAsynqRedis: true})
 }
 
 // span records when the first task started and the last one ended.

@@ -324,7 +324,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
 		Sender: client, Reservations: reservations, Journal: journalled, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
-		Sandbox: w.sandbox != nil,
+		Sandbox: w.sandbox != nil, JournalOnAsynqRedis: true, // both from SMSQ's one Redis URL
 	})
 	if err != nil {
 		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)

@@ -5,7 +5,10 @@
 //
 // Phones are indexed by the hash the reservation store uses
 // (dedupe.Store.PhoneHash, keyed when a deployment key is set); no phone number is stored here in clear. The package
-// knows nothing of GenAuth or asynq: results are opaque JSON.
+// knows nothing of GenAuth: results are opaque JSON. Of asynq it knows one
+// thing, the key of a task's hash (ResultKey): a result that asynq keeps
+// on the task for at least the journal's retention is not copied into the
+// journal, and is read back from there.
 package history
 
 import (
@@ -78,6 +81,14 @@ func New(cfg Config) (*Store, error) {
 // TaskKey is the hash holding one task's history. The task ID is the hash
 // tag so that all of a task's state sits in one Cluster slot.
 func TaskKey(prefix, taskID string) string { return prefix + ":task:{" + taskID + "}" }
+
+// ResultKey is the hash where asynq (v0.26, base.TaskKey) keeps the task
+// taskID of queue, whose "result" field holds what the task's
+// ResultWriter wrote.
+func ResultKey(queue, taskID string) string { return "asynq:{" + queue + "}:t:" + taskID }
+
+// resultField is the field of ResultKey's hash that holds the result.
+const resultField = "result"
 
 // PhoneKey is the sorted set of a phone's recent task IDs, scored by the
 // time of their last attempt. Its hash tag matches the reservation keys of
@@ -430,6 +441,13 @@ type Entry struct {
 	Collision string `json:"-"`
 	// PhoneHash is the phone the entry was indexed by, on entries read back.
 	PhoneHash string `json:"-"`
+	// ResultKeptFor, when writing, is how long asynq keeps Result on the
+	// task itself (the task's retention; zero when unknown or none). When
+	// it is at least the journal's retention, the journal keeps only the
+	// outcome and its readers take the result from the task (ResultKey):
+	// one copy of it in Redis. The caller writes it there in the same
+	// round trip (RecordWith's also), ahead of the entry.
+	ResultKeptFor time.Duration `json:"-"`
 }
 
 // Record stores the result of an attempt. unknownAttempt counts the attempt
@@ -452,8 +470,13 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 	fields := map[string]any{
 		"last":       e.Outcome,
 		"updated_ms": e.UpdatedAt.UnixMilli(),
-		"result":     string(e.Result),
 		"open":       "", // the attempt is closed: Begin reads "" as not interrupted
+	}
+	// Left empty when the task keeps the result: readers then look there,
+	// and no copy an earlier attempt made outlives this one.
+	fields[resultField] = ""
+	if !s.ResultOnTask(e) {
+		fields[resultField] = string(e.Result)
 	}
 	if e.Final {
 		fields["outcome"] = e.Outcome
@@ -472,6 +495,12 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 	own = append(own, p.PExpire(ctx, tk, s.retention))
 	own = append(own, s.indexPhone(ctx, p, phoneHash, e)...)
 	return execOwn(ctx, p, own)
+}
+
+// ResultOnTask reports whether the store leaves e's result on the asynq
+// task alone (see Entry.ResultKeptFor).
+func (s *Store) ResultOnTask(e Entry) bool {
+	return e.Collision == "" && e.ResultKeptFor >= s.retention
 }
 
 // recordCollision keeps a colliding task's entry in the holder's hash and
@@ -542,7 +571,14 @@ func (s *Store) Entries(ctx context.Context, taskID string) ([]Entry, error) {
 		if ms, err := strconv.ParseInt(vals["updated_ms"], 10, 64); err == nil {
 			e.UpdatedAt = time.UnixMilli(ms)
 		}
-		if r := vals["result"]; r != "" && json.Valid([]byte(r)) {
+		r := vals[resultField]
+		if r == "" && vals["last"] != "" && vals["queue"] != "" {
+			// Kept on the asynq task only (Entry.ResultKeptFor).
+			if r, err = s.c.HGet(ctx, ResultKey(vals["queue"], taskID), resultField).Result(); err != nil && !errors.Is(err, redis.Nil) {
+				return nil, fmt.Errorf("history: read task result: %w", err)
+			}
+		}
+		if r != "" && json.Valid([]byte(r)) {
 			e.Result = json.RawMessage(r)
 		}
 		out = append(out, e)

@@ -539,3 +539,60 @@ func TestTakeOver(t *testing.T) {
 		t.Fatalf("TakeOver of a claim begun meanwhile = %v, want ErrClaimed", err)
 	}
 }
+
+// A result asynq keeps on the task for the journal's retention is not
+// copied into the journal: the readers take it from the task. One asynq
+// keeps for less, or for an unknown time, is copied, and a later entry
+// kept on the task leaves no stale copy behind.
+func TestResultKeptOnTaskIsNotCopied(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, history.Config{Retention: time.Hour})
+	ctx := context.Background()
+	onTask := `{"outcome":"sent","requestId":"on-task"}`
+
+	if _, err := s.Begin(ctx, "kept", ident, t0); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier attempt whose result asynq keeps too briefly is copied.
+	short := entry("kept", "retrying", false, t0)
+	short.ResultKeptFor = 59 * time.Minute
+	if err := s.Record(ctx, phoneHash, short, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HGet(ctx, history.TaskKey("smsq", "kept"), "result").Val(); got != `{"outcome":"retrying"}` {
+		t.Fatalf("journal result %q, want the copy of a result asynq keeps for less than the retention", got)
+	}
+	final := entry("kept", "sent", true, t0.Add(time.Second))
+	final.ResultKeptFor = time.Hour
+	if err := s.Record(ctx, phoneHash, final, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HGet(ctx, history.TaskKey("smsq", "kept"), "result").Val(); got != "" {
+		t.Fatalf("journal result %q, want none: asynq keeps it", got)
+	}
+	// Nothing on the task yet (its write lost): the entry still tells the
+	// outcome, without a result.
+	e, ok, err := s.Task(ctx, "kept")
+	if err != nil || !ok || e.Outcome != "sent" || !e.Final || e.Result != nil {
+		t.Fatalf("Task = %+v, %v, %v; want sent, final, no result", e, ok, err)
+	}
+	if err := c.HSet(ctx, history.ResultKey(ident.Queue, "kept"), "result", onTask).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err = s.Task(ctx, "kept")
+	if err != nil || !ok || string(e.Result) != onTask {
+		t.Fatalf("Task = %+v, %v, %v; want the result kept on the task", e, ok, err)
+	}
+	recent, err := s.Recent(ctx, phoneHash, 5)
+	if err != nil || len(recent) != 1 || string(recent[0].Result) != onTask {
+		t.Fatalf("Recent = %+v, %v; want the task with the result kept on it", recent, err)
+	}
+	// A task that is not JSON on the asynq side (a hand-written value)
+	// gives no result rather than a broken one.
+	if err := c.HSet(ctx, history.ResultKey(ident.Queue, "kept"), "result", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if e, _, err := s.Task(ctx, "kept"); err != nil || e.Result != nil {
+		t.Fatalf("Task = %+v, %v; want no result from a value that is not JSON", e, err)
+	}
+}

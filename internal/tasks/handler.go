@@ -130,6 +130,11 @@ type HandlerConfig struct {
 	// and attempt line is marked so that no one takes its "sent" for a
 	// real SMS.
 	Sandbox bool
+	// JournalOnAsynqRedis says that the Journal uses the Redis the asynq
+	// server uses: the task's result is then written onto the asynq task in
+	// the journal's round trip (history.ResultKey) rather than through
+	// asynq's ResultWriter, one round trip less per attempt.
+	JournalOnAsynqRedis bool
 }
 
 // Handler processes genauth:send_sms tasks.
@@ -147,10 +152,12 @@ type Handler struct {
 
 	limiter     RateLimiter
 	rateMaxWait time.Duration
-	// marker and recorder are set when the sent mark can ride with the
-	// journal entry (see sentMarker).
-	marker   sentMarker
-	recorder withRecorder
+	// recorder is set when other writes can ride with the journal entry:
+	// the sent mark when marker is set too (see sentMarker), the task's
+	// result when resultWithJournal is (JournalOnAsynqRedis).
+	marker            sentMarker
+	recorder          withRecorder
+	resultWithJournal bool
 	// sleep waits for a send token; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// pending keeps definite outcomes Redis refused (see pending.go).
@@ -227,8 +234,11 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	m, ok1 := cfg.Reservations.(sentMarker)
 	r, ok2 := cfg.Journal.(withRecorder)
+	if ok2 {
+		h.recorder, h.resultWithJournal = r, cfg.JournalOnAsynqRedis
+	}
 	if ok1 && ok2 && m.Client() == r.Client() {
-		h.marker, h.recorder = m, r
+		h.marker = m
 	}
 	return h, nil
 }
@@ -260,6 +270,8 @@ type attempt struct {
 	// markSent asks record to mark the reservation sent: GenAuth accepted
 	// the call, or holds a live code for the pair.
 	markSent bool
+	// keptFor is how long asynq keeps the task's result (HeaderRetention).
+	keptFor time.Duration
 }
 
 // ProcessTask runs one attempt: validate, check the deadline, reserve the
@@ -283,7 +295,7 @@ type taskMeta struct {
 }
 
 func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) error {
-	a := &attempt{task: t, start: h.now(), id: m.id, ident: history.IdentityOf(m.queue, t.Payload())}
+	a := &attempt{task: t, start: h.now(), id: m.id, ident: history.IdentityOf(m.queue, t.Payload()), keptFor: resultKeptFor(t)}
 	a.res.Queue = m.queue
 	a.res.Retried = m.retried
 	a.lastTry = m.retried >= m.maxRetry
@@ -642,40 +654,32 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	bctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	// The result goes onto the asynq task while the journal is written:
-	// two independent writes, one round trip of waiting.
-	var written chan error
-	if w := a.task.ResultWriter(); w != nil {
-		written = make(chan error, 1)
-		go func() {
-			_, err := w.Write(data)
-			written <- err
-		}()
-	}
 	// Every attempt is journalled; only an invalid payload (always final)
 	// has no phone to index it by.
-	e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data}
+	e := history.Entry{TaskID: a.id, Outcome: outcome, Final: final, UpdatedAt: end, Result: data, ResultKeptFor: a.keptFor}
 	if a.collided {
 		e.Collision = a.ident.Hash
 	}
-	jerr, markErr := h.writeRecord(bctx, a, e, unknownAttempt)
+	jerr, markErr, resErr := h.writeRecord(bctx, a, e, unknownAttempt)
 	if markErr != nil {
 		h.limited(a.log.Warn().Err(markErr), "cannot mark reservation sent")
 	}
 	var recErr error
-	if written != nil {
-		if err := <-written; err != nil {
-			recErr = fmt.Errorf("write task result: %w", err)
-		}
+	if resErr != nil {
+		recErr = fmt.Errorf("write task result: %w", resErr)
 	}
 	if jerr != nil && (a.markSent || final && a.res.Class != "") {
 		// GenAuth gave a definite answer: keep it until Redis takes it
 		// rather than let the task run again on stale state (see
-		// pending.go).
-		jerr = h.keep(ctx, a, e, unknownAttempt, jerr)
-		if jerr == nil && recErr != nil && ctx.Err() == nil {
-			if _, err := a.task.ResultWriter().Write(data); err == nil {
-				recErr = nil
+		// pending.go). The kept write carries the result too.
+		var resErr error
+		jerr = h.keep(ctx, a, e, unknownAttempt, jerr, &resErr)
+		if jerr == nil {
+			recErr = nil
+			if resErr != nil && ctx.Err() == nil {
+				if _, err := a.task.ResultWriter().Write(data); err != nil {
+					recErr = fmt.Errorf("write task result: %w", err)
+				}
 			}
 		}
 	}
@@ -737,25 +741,77 @@ func event(a *attempt, outcome string) *zerolog.Event {
 	}
 }
 
-// writeRecord writes an attempt's journal entry and, when the attempt asks
-// for it, the reservation's sent mark: in one round trip when both use the
-// same Redis. jerr is the journal's error, markErr the mark's.
-func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool) (jerr, markErr error) {
-	switch {
-	case a.markSent && h.recorder != nil:
-		// The sent mark rides in the journal's round trip, ahead of it.
-		var mark func() error
-		jerr = h.recorder.RecordWith(ctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
-			mark = h.marker.MarkSentIn(ctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
-		})
-		if mark != nil {
-			markErr = mark()
+// writeRecord writes an attempt's journal entry, its result onto the
+// asynq task and, when the attempt asks for it, the reservation's sent
+// mark: in one round trip when they share a Redis (the result and the mark
+// ahead of the entry, so that a replica that has the entry has them too).
+// jerr is the journal's error, markErr the mark's, resErr the result's.
+func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool) (jerr, markErr, resErr error) {
+	w := a.task.ResultWriter()
+	if h.recorder == nil || !h.resultWithJournal || w == nil {
+		// asynq's ResultWriter, over its own connection, while the
+		// journal is written: one round trip of waiting, two requests.
+		var written chan error
+		if w != nil {
+			written = make(chan error, 1)
+			go func() {
+				_, err := w.Write(e.Result)
+				written <- err
+			}()
 		}
+		// Written apart, the result may be lost alone: the journal keeps
+		// its own copy.
+		e.ResultKeptFor = 0
+		jerr, markErr = h.writeJournal(ctx, a, e, unknownAttempt, nil)
+		if written != nil {
+			resErr = <-written
+		}
+		return jerr, markErr, resErr
+	}
+	var res *redis.IntCmd
+	jerr, markErr = h.writeJournal(ctx, a, e, unknownAttempt, func(p redis.Pipeliner) {
+		res = p.HSet(ctx, history.ResultKey(a.res.Queue, a.id), "result", []byte(e.Result))
+	})
+	if res == nil {
+		// The journal wrote nothing of ours (an entry it keeps apart, or
+		// an error before the round trip).
+		_, resErr = w.Write(e.Result)
+		return jerr, markErr, resErr
+	}
+	if resErr = res.Err(); resErr != nil && jerr == nil && e.ResultKeptFor > 0 {
+		// The journal took the entry without its result, which is then
+		// nowhere: copy it into the journal after all, for a redelivery to
+		// restore (the attempt is not counted again).
+		e.ResultKeptFor = 0
+		jerr = h.journal.Record(ctx, a.phoneHash, e, false)
+	}
+	return jerr, markErr, resErr
+}
+
+// writeJournal writes the journal entry, with the writes result queues
+// (when not nil) and the sent mark (when the attempt asks for it) ahead of
+// it in the same round trip where the journal can carry them.
+func (h *Handler) writeJournal(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, result func(redis.Pipeliner)) (jerr, markErr error) {
+	if h.recorder == nil {
+		if a.markSent {
+			markErr = h.resv.MarkSent(ctx, a.v.Phone.E164, string(a.v.Channel), a.id)
+		}
+		return h.journal.Record(ctx, a.phoneHash, e, unknownAttempt), markErr
+	}
+	var mark func() error
+	jerr = h.recorder.RecordWith(ctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
+		if result != nil {
+			result(p)
+		}
+		if a.markSent && h.marker != nil {
+			mark = h.marker.MarkSentIn(ctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
+		}
+	})
+	switch {
+	case mark != nil:
+		markErr = mark()
 	case a.markSent:
 		markErr = h.resv.MarkSent(ctx, a.v.Phone.E164, string(a.v.Channel), a.id)
-		jerr = h.journal.Record(ctx, a.phoneHash, e, unknownAttempt)
-	default:
-		jerr = h.journal.Record(ctx, a.phoneHash, e, unknownAttempt)
 	}
 	return jerr, markErr
 }
@@ -764,9 +820,15 @@ func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, 
 // the pending store and waits until it is written or the task's context
 // ends; it returns nil once written. The sent mark is written again with
 // it; a reservation that expired meanwhile needs no mark.
-func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, cause error) error {
+//
+// Once written, *resultErr is the error of the task result's write (the
+// journal then holds the result).
+func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, cause error, resultErr *error) error {
 	w := h.pending.add(a.id, e.Outcome, a.log, func(ctx context.Context) error {
-		jerr, markErr := h.writeRecord(ctx, a, e, unknownAttempt)
+		jerr, markErr, resErr := h.writeRecord(ctx, a, e, unknownAttempt)
+		if jerr == nil {
+			*resultErr = resErr
+		}
 		if jerr == nil && markErr != nil && !errors.Is(markErr, dedupe.ErrNotOwner) {
 			// The journal, which tells a redelivery the task is done, is
 			// written; the mark is only for other tasks of the pair, and

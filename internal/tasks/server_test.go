@@ -51,7 +51,7 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	if err != nil {
 		t.Fatalf("history.New: %v", err)
 	}
-	h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: hist})
+	h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: hist, JournalOnAsynqRedis: true})
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -138,8 +138,9 @@ func TestWorkerSent(t *testing.T) {
 }
 
 // A sent task costs the handler three requests to Redis: open the attempt,
-// take the reservation, then the journal entry with the sent mark riding
-// along (the result goes onto the asynq task over asynq's connection).
+// take the reservation, then the journal entry with the task's result and
+// the sent mark riding along (asynq's ResultWriter, a request of its own,
+// is not used).
 func TestWorkerSentTaskRequests(t *testing.T) {
 	t.Parallel()
 	w := startWorker(t, &fakeSender{})
@@ -161,6 +162,82 @@ func TestWorkerSentTaskRequests(t *testing.T) {
 	r, ok, err := resv.Get(context.Background(), v.Phone.E164, string(v.Channel))
 	if err != nil || !ok || r.State != dedupe.StateSent || r.Owner != "counted" || r.TTL <= 55*time.Second {
 		t.Fatalf("reservation = %+v, %v, %v; want sent by counted, window restarted", r, ok, err)
+	}
+}
+
+// The result of a task NewTask made is kept once, on the asynq task that
+// asynq retains, and the journal's readers find it there. A raw
+// producer's task, which asynq drops as soon as it completes (no
+// retention), or one whose retention header is forged or too short, keeps
+// its result in the journal.
+func TestWorkerResultKeptOnce(t *testing.T) {
+	t.Parallel()
+	w := startWorker(t, &fakeSender{})
+	hist, err := history.New(history.Config{Client: w.rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	info, _ := w.enqueueChannel(t, "kept-once", "CHANNEL_REGISTER")
+	got, res := w.waitState(t, info, asynq.TaskStateCompleted)
+	if res.Outcome != OutcomeSent {
+		t.Fatalf("result = %+v, want sent", res)
+	}
+	if copy := w.rc.HGet(ctx, history.TaskKey(history.DefaultPrefix, "kept-once"), "result").Val(); copy != "" {
+		t.Fatalf("journal keeps a copy of the result (%d bytes) that asynq keeps too", len(copy))
+	}
+	e, ok, err := hist.Task(ctx, "kept-once")
+	if err != nil || !ok || string(e.Result) != string(got.Result) {
+		t.Fatalf("journal entry %+v, %v, %v; want the result on the asynq task", e, ok, err)
+	}
+
+	payload := []byte(`{"channel":"CHANNEL_RESET_PASSWORD","phoneNumber":"13800138000","phoneCountryCode":"+86"}`)
+	for _, c := range []struct {
+		id      string
+		headers map[string]string
+	}{
+		{"raw-none", nil},
+		{"raw-forged", map[string]string{HeaderRetention: "99999999"}},
+		{"raw-short", map[string]string{HeaderRetention: "60"}},
+		{"raw-garbage", map[string]string{HeaderRetention: "-1e9"}},
+	} {
+		opts := []asynq.Option{asynq.TaskID(c.id), asynq.Queue(QueueLow)}
+		if c.id == "raw-short" {
+			opts = append(opts, asynq.Retention(time.Minute))
+		}
+		if _, err := w.client.Enqueue(asynq.NewTaskWithHeaders(TypeSendSMS, payload, c.headers, opts...)); err != nil {
+			t.Fatal(err)
+		}
+		var e history.Entry
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			e, ok, err = hist.Task(ctx, c.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && e.Final {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no final entry in the journal after 10s", c.id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c.id == "raw-forged" {
+			// Believed: the forger's own task loses its result with the
+			// asynq task, and nothing else; its outcome stays.
+			if !IsFinal(e.Outcome) || len(e.Result) != 0 {
+				t.Fatalf("%s: entry %+v, want a final outcome without a result", c.id, e)
+			}
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal(e.Result, &r); err != nil || !r.Final || r.Queue != QueueLow {
+			t.Fatalf("%s: journal result %s (%v); want the task's own", c.id, e.Result, err)
+		}
+		if copy := w.rc.HGet(ctx, history.TaskKey(history.DefaultPrefix, c.id), "result").Val(); copy == "" {
+			t.Fatalf("%s: the journal keeps no copy of a result asynq does not keep for the retention", c.id)
+		}
 	}
 }
 

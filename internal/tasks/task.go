@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,9 +101,34 @@ func NewTask(p Payload, now time.Time, opts ...asynq.Option) (*asynq.Task, Valid
 	if v.IdempotencyKey != "" {
 		base = append(base, asynq.TaskID(v.IdempotencyKey))
 	}
-	// Headers, empty here, carry the producer's trace context (see
+	all := append(base, opts...)
+	retention := DefaultRetention
+	for _, o := range all {
+		if d, ok := o.Value().(time.Duration); ok && o.Type() == asynq.RetentionOpt {
+			retention = d // the last one wins, as in asynq
+		}
+	}
+	// Headers also carry the producer's trace context (see
 	// smsq.Client.Enqueue).
-	return asynq.NewTaskWithHeaders(TypeSendSMS, data, map[string]string{}, append(base, opts...)...), v, nil
+	headers := map[string]string{HeaderRetention: strconv.FormatInt(int64(retention/time.Second), 10)}
+	return asynq.NewTaskWithHeaders(TypeSendSMS, data, headers, all...), v, nil
+}
+
+// HeaderRetention is the task header in which NewTask tells the worker the
+// task's asynq retention, in seconds: asynq keeps the result on the task
+// that long after it finishes, and the worker's journal then keeps only
+// the outcome (history.Entry.ResultKeptFor). A task without it (a raw
+// producer's) has its result copied into the journal.
+const HeaderRetention = "smsq-retention"
+
+// resultKeptFor reads HeaderRetention; zero when absent or not a count of
+// seconds.
+func resultKeptFor(t *asynq.Task) time.Duration {
+	n, err := strconv.ParseInt(t.Headers()[HeaderRetention], 10, 64)
+	if err != nil || n <= 0 || n > int64(math.MaxInt64/time.Second) {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
 // FetchLoopShare is the concurrency one asynq fetch loop feeds by default.

@@ -4,9 +4,41 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
+
+// NewTask tells the worker the retention asynq keeps the task for, the
+// last Retention option winning as in asynq; the worker reads it back, and
+// reads nothing from a header that is not a count of seconds.
+func TestNewTaskTellsRetention(t *testing.T) {
+	p := Payload{Channel: "CHANNEL_LOGIN", PhoneNumber: "138 0013 8000"}
+	for _, c := range []struct {
+		opts []asynq.Option
+		want time.Duration
+	}{
+		{nil, DefaultRetention},
+		{[]asynq.Option{asynq.Retention(time.Hour)}, time.Hour},
+		{[]asynq.Option{asynq.Retention(time.Hour), asynq.Retention(0)}, 0},
+		{[]asynq.Option{asynq.Retention(1500 * time.Millisecond)}, time.Second},
+	} {
+		task, _, err := NewTask(p, time.Now(), c.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resultKeptFor(task); got != c.want {
+			t.Errorf("%v: retention read back %s (header %q), want %s", c.opts, got, task.Headers()[HeaderRetention], c.want)
+		}
+	}
+	for _, h := range []string{"", "x", "-5", "0", "1e3", "99999999999999999999"} {
+		task := asynq.NewTaskWithHeaders(TypeSendSMS, nil, map[string]string{HeaderRetention: h})
+		if got := resultKeptFor(task); got != 0 {
+			t.Errorf("header %q read as %s, want 0", h, got)
+		}
+	}
+}
 
 func TestFetchLoops(t *testing.T) {
 	for _, tc := range []struct{ concurrency, want int }{
