@@ -215,7 +215,7 @@ var acquireScript = redis.NewScript(replicateCommands + `
 local cur = redis.call('HMGET', KEYS[1], 'owner', 'state', 'since_ms')
 if not cur[1] then
 ` + nowMS + `
-  redis.call('DEL', KEYS[1])
+  if cur[2] or cur[3] then redis.call('DEL', KEYS[1]) end
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'reserved', 'since_ms', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, ARGV[1], 'reserved', tonumber(ARGV[2]), now}

@@ -154,7 +154,7 @@ func collisionField(hash string) string { return "x:" + hash }
 
 // beginScript opens an attempt; the 'open' field stays "1" until Record
 // closes the attempt (empties it), so the next Begin sees an attempt that
-// never did. A task whose identity differs from the one recorded for its ID
+// never did. One read and one write: every attempt of every task runs it. A task whose identity differs from the one recorded for its ID
 // is another task: nothing is changed, and the holder's queue and this
 // task's own collision record (if any) come back instead.
 // KEYS[1]: task key. ARGV[1]: now in ms; ARGV[2]: retention in ms;
@@ -163,19 +163,19 @@ func collisionField(hash string) string { return "x:" + hash }
 // false} ("" for open when closed), or {-1, holder queue or false, own
 // collision record or false}.
 var beginScript = redis.NewScript(`
-local id = redis.call('HMGET', KEYS[1], 'fp', 'queue')
-if id[1] and id[1] ~= ARGV[3] then
-  return {-1, id[2], redis.call('HGET', KEYS[1], 'x:' .. ARGV[3])}
+local v = redis.call('HMGET', KEYS[1], 'fp', 'queue', 'first_ms', 'attempts', 'unknown', 'outcome', 'open')
+if v[1] and v[1] ~= ARGV[3] then
+  return {-1, v[2], redis.call('HGET', KEYS[1], 'x:' .. ARGV[3])}
 end
-if not id[1] then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[3], 'queue', ARGV[4])
+local n = (tonumber(v[4]) or 0) + 1
+local first = v[3] or ARGV[1]
+if v[1] then
+  redis.call('HSET', KEYS[1], 'attempts', n, 'first_ms', first, 'open', '1')
+else
+  redis.call('HSET', KEYS[1], 'fp', ARGV[3], 'queue', ARGV[4], 'attempts', n, 'first_ms', first, 'open', '1')
 end
-redis.call('HSETNX', KEYS[1], 'first_ms', ARGV[1])
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local v = redis.call('HMGET', KEYS[1], 'first_ms', 'unknown', 'outcome', 'open')
-redis.call('HSET', KEYS[1], 'open', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {n, v[1], v[2], v[3], v[4]}
+return {n, first, v[5], v[6], v[7]}
 `)
 
 // Begin records the start of an attempt of the task id names and returns
