@@ -561,43 +561,73 @@ func (s *Store) Task(ctx context.Context, taskID string) (Entry, bool, error) {
 // the ID first (when it had an attempt), then the tasks that collided with
 // it, oldest first.
 func (s *Store) Entries(ctx context.Context, taskID string) ([]Entry, error) {
-	vals, err := s.c.HGetAll(ctx, TaskKey(s.prefix, taskID)).Result()
+	all, err := s.entriesOf(ctx, []string{taskID})
 	if err != nil {
+		return nil, err
+	}
+	return all[0], nil
+}
+
+// entriesOf is Entries for several IDs in two round trips: the journal
+// hashes, then the results kept on asynq tasks only.
+func (s *Store) entriesOf(ctx context.Context, taskIDs []string) ([][]Entry, error) {
+	p := s.c.Pipeline()
+	reads := make([]*redis.MapStringStringCmd, len(taskIDs))
+	for i, id := range taskIDs {
+		reads[i] = p.HGetAll(ctx, TaskKey(s.prefix, id))
+	}
+	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("history: read task: %w", err)
 	}
-	var out []Entry
-	if vals["attempts"] != "" || vals["last"] != "" {
-		e := Entry{TaskID: taskID, Outcome: vals["last"], Final: vals["outcome"] != "", PhoneHash: vals["phone"]}
-		if ms, err := strconv.ParseInt(vals["updated_ms"], 10, 64); err == nil {
-			e.UpdatedAt = time.UnixMilli(ms)
-		}
-		r := vals[resultField]
-		if r == "" && vals["last"] != "" && vals["queue"] != "" {
-			// Kept on the asynq task only (Entry.ResultKeptFor).
-			if r, err = s.c.HGet(ctx, ResultKey(vals["queue"], taskID), resultField).Result(); err != nil && !errors.Is(err, redis.Nil) {
-				return nil, fmt.Errorf("history: read task result: %w", err)
+	out := make([][]Entry, len(taskIDs))
+	onTask := map[int]*redis.StringCmd{}
+	for i, id := range taskIDs {
+		vals := reads[i].Val()
+		if vals["attempts"] != "" || vals["last"] != "" {
+			e := Entry{TaskID: id, Outcome: vals["last"], Final: vals["outcome"] != "", PhoneHash: vals["phone"]}
+			if ms, err := strconv.ParseInt(vals["updated_ms"], 10, 64); err == nil {
+				e.UpdatedAt = time.UnixMilli(ms)
 			}
+			r := vals[resultField]
+			if r == "" && vals["last"] != "" && vals["queue"] != "" {
+				// Kept on the asynq task only (Entry.ResultKeptFor).
+				onTask[i] = p.HGet(ctx, ResultKey(vals["queue"], id), resultField)
+			}
+			if r != "" && json.Valid([]byte(r)) {
+				e.Result = json.RawMessage(r)
+			}
+			out[i] = append(out[i], e)
+		}
+		var others []Entry
+		for f, v := range vals {
+			hash, ok := strings.CutPrefix(f, "x:")
+			if !ok {
+				continue
+			}
+			var rec collisionRecord
+			if json.Unmarshal([]byte(v), &rec) != nil {
+				continue
+			}
+			others = append(others, Entry{TaskID: id, Outcome: rec.Outcome, Final: rec.Final,
+				UpdatedAt: time.UnixMilli(rec.UpdatedMS), Result: rec.Result, Collision: hash, PhoneHash: rec.Phone})
+		}
+		slices.SortFunc(others, func(a, b Entry) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
+		out[i] = append(out[i], others...)
+	}
+	if len(onTask) == 0 {
+		return out, nil
+	}
+	_, _ = p.Exec(ctx)
+	for i, cmd := range onTask {
+		r, err := cmd.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("history: read task result: %w", err)
 		}
 		if r != "" && json.Valid([]byte(r)) {
-			e.Result = json.RawMessage(r)
+			out[i][0].Result = json.RawMessage(r)
 		}
-		out = append(out, e)
 	}
-	var others []Entry
-	for f, v := range vals {
-		hash, ok := strings.CutPrefix(f, "x:")
-		if !ok {
-			continue
-		}
-		var rec collisionRecord
-		if json.Unmarshal([]byte(v), &rec) != nil {
-			continue
-		}
-		others = append(others, Entry{TaskID: taskID, Outcome: rec.Outcome, Final: rec.Final,
-			UpdatedAt: time.UnixMilli(rec.UpdatedMS), Result: rec.Result, Collision: hash, PhoneHash: rec.Phone})
-	}
-	slices.SortFunc(others, func(a, b Entry) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
-	return append(out, others...), nil
+	return out, nil
 }
 
 // Recent returns up to limit of a phone's latest task entries, newest
@@ -612,11 +642,14 @@ func (s *Store) Recent(ctx context.Context, phoneHash string, limit int) ([]Entr
 		return nil, fmt.Errorf("history: read phone index: %w", err)
 	}
 	out := make([]Entry, 0, len(ids))
-	for _, id := range ids {
-		all, err := s.Entries(ctx, id)
-		if err != nil {
-			return nil, err
-		}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	byID, err := s.entriesOf(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, all := range byID {
 		for i := len(all) - 1; i >= 0; i-- {
 			if e := all[i]; e.PhoneHash == phoneHash && len(out) < limit {
 				out = append(out, e)
