@@ -306,6 +306,10 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 	if r.Batch, err = b.batchPhase(ctx); err != nil {
 		return nil, fmt.Errorf("batch: %w", err)
 	}
+	b.progress("HTTP API POST /v1/sms against smsq.Client.Send, %d requests", b.p.Tasks)
+	if r.API, err = b.apiPhase(ctx); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	judge(r)
 	return r, nil
 }

@@ -22,6 +22,7 @@ type report struct {
 	Memory     memoryFigures     `json:"memory"`
 	Capacity   []capacityRow     `json:"capacity"`
 	Batch      batchFigures      `json:"batch"`
+	API        apiFigures        `json:"api"`
 	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
 	// Targets holds every figure that has a target, beside it.
 	Targets []goal `json:"targets"`
@@ -139,6 +140,20 @@ type capacityRow struct {
 	RedisCommandsPerSec float64 `json:"redisCommandsPerSec"`
 }
 
+// apiFigures: POST /v1/sms on one process against smsq.Client.Send, same
+// Redis, same number of goroutines; latencies of one call, in ms.
+type apiFigures struct {
+	Requests   int     `json:"requests"`
+	Goroutines int     `json:"goroutines"`
+	APIPerSec  float64 `json:"apiPerSec"`
+	APIP50Ms   float64 `json:"apiP50Ms"`
+	APIP99Ms   float64 `json:"apiP99Ms"`
+	SendPerSec float64 `json:"sendPerSec"`
+	SendP50Ms  float64 `json:"sendP50Ms"`
+	SendP99Ms  float64 `json:"sendP99Ms"`
+	Ratio      float64 `json:"ratio"`
+}
+
 // batchFigures: enqueue batch against raw asynq Enqueue, same Redis, same
 // run; peak memory is the Go heap's growth during the run.
 type batchFigures struct {
@@ -196,6 +211,7 @@ func judge(r *report) {
 		atMost("pickup.idleRedisCommandsPerSecPerFetchLoop", pk.IdleCommandsPerLoop, 100, " commands/s"),
 		atMost("memory.retainedBytesPerTask", r.Memory.RetainedBytesPerTask, 1200, " bytes"),
 		atLeast("batch.ratio", r.Batch.Ratio, 0.8, ""),
+		atLeast("api.ratio", r.API.Ratio, 0.5, ""),
 	}
 	if l := r.Limiter; l.Available {
 		r.Targets = append(r.Targets, atMost("limiter.maxCallsInAnySecond", l.MaxPerSecond, l.Bound, " calls"))
@@ -274,6 +290,10 @@ func printTable(w io.Writer, r *report) {
 	row(fmt.Sprintf("enqueue batch, --concurrency %d, %d lines", bf.Concurrency, bf.Lines), fmt.Sprintf("%.0f lines/s, peak heap +%.1f MiB", bf.BatchPerSec, bf.BatchPeakHeapMiB), "")
 	row(fmt.Sprintf("raw asynq Enqueue, %d goroutines", bf.Concurrency), fmt.Sprintf("%.0f tasks/s, peak heap +%.1f MiB", bf.RawPerSec, bf.RawPeakHeapMiB), "")
 	row("  enqueue batch / raw asynq", fmt.Sprintf("%.2f", bf.Ratio), r.target("batch.ratio"))
+	af := r.API
+	row(fmt.Sprintf("HTTP API POST /v1/sms, %d clients, %d requests", af.Goroutines, af.Requests), fmt.Sprintf("%.0f requests/s, p50 %.2f ms, p99 %.2f ms", af.APIPerSec, af.APIP50Ms, af.APIP99Ms), "")
+	row(fmt.Sprintf("smsq.Client.Send, %d goroutines", af.Goroutines), fmt.Sprintf("%.0f tasks/s, p50 %.2f ms, p99 %.2f ms", af.SendPerSec, af.SendP50Ms, af.SendP99Ms), "")
+	row("  POST /v1/sms / Send", fmt.Sprintf("%.2f", af.Ratio), r.target("api.ratio"))
 	tw.Flush()
 
 	fmt.Fprintf(w, "\nRedis memory: used_memory less client buffers, empty database against %d sent tasks once their\n", m.Tasks)
