@@ -170,6 +170,14 @@ func (s *Server) route(path, name, method string, auth bool, h handlerFunc) {
 	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		rw := s.begin(w, r, name)
 		defer rw.end()
+		if name != routeBatch {
+			// The server sets no timeouts of its own (a batch runs as long
+			// as its lines come): bound the body's arrival and the answer.
+			rc := http.NewResponseController(w)
+			now := time.Now()
+			_ = rc.SetReadDeadline(now.Add(s.cfg.Timeout))
+			_ = rc.SetWriteDeadline(now.Add(s.cfg.Timeout + MaxWait + 5*time.Second))
+		}
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			rw.Header().Set("Allow", method)
 			writeProblem(rw, problem(kindMethod, "", fmt.Sprintf("%s takes %s", path, method)))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -341,4 +343,28 @@ func TestVerificationsNotImplemented(t *testing.T) {
 	h := newHarness(t, nil)
 	resp, data := h.do(http.MethodPost, "/v1/verifications", billingSecret, "application/json", `{"phoneNumber":"`+testPhone+`","channel":"CHANNEL_LOGIN"}`)
 	wantStatus(t, resp, data, http.StatusNotImplemented)
+}
+
+// A client that sends its headers and then trickles (or withholds) the
+// body is cut off after the request timeout, and queues nothing.
+func TestSlowBodyTimesOut(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Timeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/sms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"channel\":", billingSecret)
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	data, _ := io.ReadAll(conn)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the connection was held %s", d)
+	}
+	if strings.Contains(string(data), " 202 ") {
+		t.Fatalf("answered %s", data)
+	}
+	if n := h.tasks(); n != 0 {
+		t.Fatalf("%d tasks", n)
+	}
 }
