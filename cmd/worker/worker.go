@@ -18,6 +18,7 @@ import (
 	"github.com/smsq/smsq/internal/embedded"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/guard"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/metrics"
@@ -92,6 +93,8 @@ type settings struct {
 
 	Webhooks webhookSettings
 	apiSettings
+	// Abuse guard (internal/guard).
+	Guard guard.Settings
 }
 
 // bindSettings declares every worker setting; the README table is made
@@ -122,8 +125,21 @@ func bindSettings(set *config.Set, s *settings) {
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
 	bindWebhookSettings(set, &s.Webhooks)
+	bindGuardSettings(set, &s.Guard)
 	bindHTTPSettings(set, s)
 	bindAPISettings(set, s)
+}
+
+// bindGuardSettings declares the abuse guard's settings.
+func bindGuardSettings(set *config.Set, g *guard.Settings) {
+	set.String(&g.Phone, "limit-phone", "SMSQ_LIMIT_PHONE", guard.DefaultPhone, "abuse guard: most codes sent to one phone, all channels together, per window: N/m, N/h, N/d or N/mo, comma-separated, or off")
+	set.String(&g.IP, "limit-ip", "SMSQ_LIMIT_IP", guard.DefaultIP, "abuse guard: most codes sent for one end-user IP (the task's clientIp; IPv6 by /64), as SMSQ_LIMIT_PHONE")
+	set.String(&g.Prefix, "limit-prefix", "SMSQ_LIMIT_PREFIX", guard.DefaultRange, "abuse guard: most codes sent to one number range (the E.164 number without its last 4 digits), as SMSQ_LIMIT_PHONE")
+	set.String(&g.Countries, "countries", "SMSQ_COUNTRIES", guard.DefaultCountries, "abuse guard: calling codes sent to, each with an optional daily cap (+86,+852=500/d); * stands for every other code, with its own cap per code")
+	set.String(&g.Budget, "budget", "SMSQ_BUDGET", guard.DefaultBudget, "abuse guard: most codes sent in all, per window (50000/d,1000000/mo), or off; warns at 80 %, blocks at 100 %")
+	set.String(&g.Conversion, "guard-conversion", "SMSQ_GUARD_CONVERSION", guard.DefaultConversion, "abuse guard: conversion breaker per range and country, for channels the producer reports verified codes on (Client.Verified), or off")
+	set.String(&g.Modes, "guard-mode", "SMSQ_GUARD_MODE", guard.DefaultModes, "abuse guard: enforce, monitor (count and report, never block) or off, then per-rule overrides: enforce,prefix=monitor,ip=off")
+	set.String(&g.Exempt, "guard-exempt", "SMSQ_GUARD_EXEMPT", "", "abuse guard: comma-separated numbers (test phones) that skip every rule")
 }
 
 // shutdown stops every fetch loop at once, so that together they take no
@@ -319,12 +335,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rateLimiter = tracing.RateLimiter(rateLimiter)
 		}
 	}
+	abuse, err := newGuard(ctx, &s, rdb, store, log)
+	if err != nil {
+		return err
+	}
+	if abuse != nil {
+		obs.Registry().MustRegister(abuse.Collector())
+	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
 		Sender: client, Reservations: reservations, Journal: journalled, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
 		Sandbox: w.sandbox != nil, JournalOnAsynqRedis: true, // both from SMSQ's one Redis URL
+		Guard: guardOrNil(abuse),
 	})
 	if err != nil {
 		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)

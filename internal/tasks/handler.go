@@ -14,6 +14,7 @@ import (
 
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
+	"github.com/smsq/smsq/internal/guard"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/phone"
@@ -135,6 +136,8 @@ type HandlerConfig struct {
 	// the journal's round trip (history.ResultKey) rather than through
 	// asynq's ResultWriter, one round trip less per attempt.
 	JournalOnAsynqRedis bool
+	// Guard, when set, is asked before every reservation (see guard.go).
+	Guard Guard
 }
 
 // Handler processes genauth:send_sms tasks.
@@ -152,6 +155,7 @@ type Handler struct {
 
 	limiter     RateLimiter
 	rateMaxWait time.Duration
+	guard       Guard
 	// recorder is set when other writes can ride with the journal entry:
 	// the sent mark when marker is set too (see sentMarker), the task's
 	// result when resultWithJournal is (JournalOnAsynqRedis).
@@ -228,7 +232,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
 		log: log, observer: cfg.Observer, now: cfg.Now, sandbox: cfg.Sandbox,
-		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx,
+		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx, guard: cfg.Guard,
 		pending: &pendingStore{every: pendingEvery, now: cfg.Now},
 		repeats: &logging.Repeats{Every: outageLogEvery},
 	}
@@ -272,6 +276,8 @@ type attempt struct {
 	markSent bool
 	// keptFor is how long asynq keeps the task's result (HeaderRetention).
 	keptFor time.Duration
+	// ticket is what the abuse guard counted for this attempt.
+	ticket guard.Ticket
 }
 
 // ProcessTask runs one attempt: validate, check the deadline, reserve the
@@ -366,6 +372,9 @@ func (h *Handler) processTask(ctx context.Context, t *asynq.Task, m taskMeta) er
 		return h.final(ctx, a, OutcomeExpired, "send-by deadline passed before the SMS could be sent", nil)
 	}
 
+	if done, err := h.admit(ctx, a); done {
+		return err
+	}
 	e164, ch := a.v.Phone.E164, string(a.v.Channel)
 	acq, resv, err := h.resv.Acquire(ctx, e164, ch, a.id)
 	switch {
@@ -628,6 +637,7 @@ func (h *Handler) again(ctx context.Context, a *attempt, outcome, reason string,
 // archives the task whatever is returned: record that as failed first, so
 // that no task ends without an outcome.
 func (h *Handler) bail(ctx context.Context, a *attempt, err error) error {
+	h.settleGuard(ctx, a)
 	if a.lastTry {
 		return h.final(ctx, a, OutcomeFailed, "retries exhausted; last attempt: "+errText(err), err)
 	}
@@ -641,6 +651,7 @@ func (h *Handler) final(ctx context.Context, a *attempt, outcome, reason string,
 }
 
 func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final bool, reason string, unknownAttempt bool, ret error) error {
+	h.settleGuard(ctx, a)
 	end := h.now()
 	r := &a.res
 	// Reasons quote GenAuth and producers, who may echo the number.
@@ -698,6 +709,9 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	if r.APICode != 0 {
 		ev.Int("api_code", r.APICode)
+	}
+	if outcome == OutcomeBlocked {
+		ev.Str("rule", r.Rule).Time("lifts_at", r.LiftsAt)
 	}
 	if r.Holder != "" {
 		ev.Str("holder", phone.MaskID(r.Holder))

@@ -18,8 +18,9 @@ const (
 	OutcomeFailed = "failed"
 	// OutcomeInvalid: the payload does not parse or holds invalid fields.
 	OutcomeInvalid = "invalid"
-	// OutcomeBlocked: the abuse guard refused the send; Rule names the rule
-	// and RetryInMS the time until it lets the pair through again.
+	// OutcomeBlocked: the abuse guard refused the send (Result.Rule names
+	// the rule, LiftsAt when it lifts); nothing was sent and no reservation
+	// taken. Not retried: the producer decides whether to ask again.
 	OutcomeBlocked = "blocked"
 
 	// OutcomeRetrying: a transient failure; nothing was sent; retried with backoff.
@@ -37,7 +38,7 @@ const (
 )
 
 // FinalOutcomes lists the outcomes that end a task.
-var FinalOutcomes = []string{OutcomeSent, OutcomeDeduplicated, OutcomeExpired, OutcomeFailed, OutcomeInvalid}
+var FinalOutcomes = []string{OutcomeSent, OutcomeDeduplicated, OutcomeExpired, OutcomeFailed, OutcomeInvalid, OutcomeBlocked}
 
 // IsFinal reports whether outcome ends a task.
 func IsFinal(outcome string) bool {
@@ -73,8 +74,13 @@ type Result struct {
 	Class      string `json:"class,omitempty"`
 	// Rule names the classification rule that gave Class, such as
 	// "default statusCode:422=duplicate" or "override apiCode:40001=
-	// duplicate" (see genauth.Classifier.ClassifyRule).
+	// duplicate" (see genauth.Classifier.ClassifyRule); for a blocked
+	// outcome, which made no call, the abuse guard's rule that blocked
+	// ("phone", "ip", "prefix", "country", "budget", "conversion").
 	Rule string `json:"rule,omitempty"`
+	// LiftsAt is when the guard's block of a blocked outcome lifts; unset
+	// when it does not lift by itself (a country the settings refuse).
+	LiftsAt time.Time `json:"liftsAt,omitzero"`
 
 	// Holder is the task holding the reservation, for deduplicated and
 	// deferred outcomes ("genauth" when GenAuth's own minute rule refused).
