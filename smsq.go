@@ -20,6 +20,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/smsq/smsq/internal/dedupe"
+	"github.com/smsq/smsq/internal/guard"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
@@ -140,6 +142,12 @@ type Client struct {
 	waitHook func(id string)
 	// producer starts each enqueue's span (see Enqueue).
 	producer *tracing.Producer
+	// hasher and abuse serve Check and Verified (guard.go).
+	hasher  dedupe.Hasher
+	hashErr error
+	abuseMu sync.Mutex
+	abuse   *guard.Guard
+	abuseAt time.Time
 }
 
 // DefaultClaimGrace is how long a producer has between claiming a key and

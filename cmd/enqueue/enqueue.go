@@ -57,7 +57,12 @@ const usage = `usage:
   enqueue report [flags] [RESULTS|-]     what became of every line of a batch
   enqueue why [flags] --phone P | --task ID
                                          show why a phone got no code, or what became of a task
-Run "enqueue batch -h", "enqueue report -h" or "enqueue why -h" for their flags.
+  enqueue guard [list|lift|exempt|unexempt] [flags]
+                                         the abuse guard's blocks and counters; lift a block, exempt a number
+  enqueue verified --phone P --channel CH
+                                         report a code as used (the guard's conversion breaker)
+Run "enqueue batch -h", "enqueue report -h", "enqueue why -h", "enqueue guard -h" or
+"enqueue verified -h" for their flags.
 
 Flags of the one-code form:
 `
@@ -73,6 +78,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runWhy(ctx, args[1:], getenv, stdout, stderr)
 		case "report":
 			return runReport(ctx, args[1:], getenv, stdin, stdout, stderr)
+		case "guard":
+			return runGuard(ctx, args[1:], getenv, stdout, stderr)
+		case "verified":
+			return runVerified(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return runSingle(ctx, args, getenv, stdout, stderr)

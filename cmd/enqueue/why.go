@@ -169,6 +169,7 @@ type taskView struct {
 	Message       string    `json:"message,omitempty"`
 	RequestID     string    `json:"requestId,omitempty"`
 	Rule          string    `json:"rule,omitempty"`
+	LiftsAt       time.Time `json:"liftsAt,omitzero"`
 	SendBy        time.Time `json:"sendBy,omitzero"`
 	Sandbox       bool      `json:"sandbox,omitempty"`
 }
@@ -181,7 +182,7 @@ func newTaskView(e history.Entry) taskView {
 		v.Reason, v.Holder, v.ReservedForMS, v.RetryInMS = r.Reason, r.Holder, r.ReservedForMS, r.RetryInMS
 		v.HTTPStatus, v.StatusCode, v.APICode = r.HTTPStatus, r.StatusCode, r.APICode
 		v.Message, v.RequestID, v.SendBy, v.Sandbox = r.Message, r.RequestID, r.SendBy, r.Sandbox
-		v.Rule = r.Rule
+		v.Rule, v.LiftsAt = r.Rule, r.LiftsAt
 	}
 	return v
 }
@@ -264,7 +265,14 @@ func (v taskView) text(w io.Writer, now time.Time, indent string) {
 		}
 		fmt.Fprintf(w, "%sreservation: %s\n", in, held)
 	}
-	if v.RetryInMS > 0 {
+	if v.Outcome == tasks.OutcomeBlocked {
+		// The abuse guard's rule; no GenAuth call was made.
+		until := "lifts only when the workers' guard settings change"
+		if !v.LiftsAt.IsZero() {
+			until = "until " + stamp(v.LiftsAt, now)
+		}
+		fmt.Fprintf(w, "%sguard: blocked by the %s rule, %s (enqueue guard lists and lifts blocks)\n", in, v.Rule, until)
+	} else if v.RetryInMS > 0 {
 		fmt.Fprintf(w, "%snext attempt: %s after this one\n", in, time.Duration(v.RetryInMS)*time.Millisecond)
 	}
 	if v.HTTPStatus != 0 || v.StatusCode != 0 || v.RequestID != "" {
@@ -286,7 +294,7 @@ func (v taskView) text(w io.Writer, now time.Time, indent string) {
 		}
 		fmt.Fprintf(w, "%sgenauth: %s\n", in, strings.Join(parts, ", "))
 	}
-	if v.Rule != "" {
+	if v.Rule != "" && v.Outcome != tasks.OutcomeBlocked {
 		// What smsq made of the answer, in SMSQ_CLASSIFY's form.
 		fmt.Fprintf(w, "%srule: %s\n", in, v.Rule)
 	}

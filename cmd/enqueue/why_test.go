@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/guard"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/phone"
@@ -39,6 +41,13 @@ func startPipeline(t *testing.T) *pipeline {
 // history use hasher.
 func startPipelineWith(t *testing.T, hasher dedupe.Hasher) *pipeline {
 	t.Helper()
+	return startGuardedPipeline(t, hasher, nil)
+}
+
+// startGuardedPipeline is startPipelineWith with an abuse guard of gs,
+// published as a worker publishes it; nil runs without one.
+func startGuardedPipeline(t *testing.T, hasher dedupe.Hasher, gs *guard.Settings) *pipeline {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	fake := genauthtest.NewServer(genauthtest.Options{})
@@ -55,7 +64,22 @@ func startPipelineWith(t *testing.T, hasher dedupe.Hasher) *pipeline {
 	if err != nil {
 		t.Fatalf("history.New: %v", err)
 	}
-	h, err := tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: resv, Journal: hist})
+	var abuse tasks.Guard
+	if gs != nil {
+		cfg, err := gs.Config(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := guard.New(cfg, guard.Deps{Client: rdb, Hasher: resv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Publish(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		abuse = g
+	}
+	h, err := tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: resv, Journal: hist, Guard: abuse})
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/guard"
@@ -46,7 +44,8 @@ func (h *Handler) admit(ctx context.Context, a *attempt) (done bool, err error) 
 	if !d.LiftsAt.IsZero() {
 		a.res.LiftsAt = d.LiftsAt
 		a.res.RetryInMS = max(1, d.LiftsAt.Sub(h.now()).Milliseconds())
-		reason += fmt.Sprintf(" until %s", d.LiftsAt.Format(time.RFC3339))
+		// The time is in liftsAt: free text masks digit runs like dates.
+		reason += " until liftsAt"
 	} else {
 		reason += " (lifts only when the settings change)"
 	}
