@@ -18,6 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
+	"github.com/smsq/smsq/internal/guard"
+	"github.com/smsq/smsq/internal/guard/guardsim"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -46,6 +48,7 @@ type params struct {
 	JSON              bool          `json:"-"`
 	CPUProfile        string        `json:"-"`
 	WorkerBin         string        `json:"-"`
+	GuardSim          string        `json:"guardSim"`
 }
 
 func parseParams(args []string, stderr io.Writer) (params, error) {
@@ -70,6 +73,7 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 	fs.BoolVar(&p.JSON, "json", false, "print JSON instead of a table")
 	fs.StringVar(&p.CPUProfile, "cpuprofile", "", "write a CPU profile of the zero-latency smsq phase to this file")
 	fs.StringVar(&p.WorkerBin, "worker-bin", "", "cmd/worker binary to run; default: go build it")
+	fs.StringVar(&p.GuardSim, "guard-sim", "long", "abuse guard traffic simulation: long (100,000 users, 24 simulated hours), ci (the CI test's 10,000 users, 6 hours) or off")
 	if err := fs.Parse(args); err != nil {
 		return p, err
 	}
@@ -93,6 +97,12 @@ func parseParams(args []string, stderr io.Writer) (params, error) {
 		quick("limiter-duration", func() { p.LimiterDuration = 2 * time.Second })
 		quick("rate-limit", func() { p.RateLimit = 50 })
 		quick("memory-tasks", func() { p.MemoryTasks = 200 })
+		quick("guard-sim", func() { p.GuardSim = "ci" })
+	}
+	switch p.GuardSim {
+	case "long", "ci", "off":
+	default:
+		return p, fmt.Errorf("-guard-sim %q: want long, ci or off", p.GuardSim)
 	}
 	switch {
 	case p.Tasks < 10:
@@ -309,6 +319,26 @@ func (b *bench) all(ctx context.Context) (*report, error) {
 	b.progress("HTTP API POST /v1/sms against smsq.Client.Send, %d requests", b.p.Tasks)
 	if r.API, err = b.apiPhase(ctx); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if b.p.GuardSim != "off" {
+		sim := guardsim.Long
+		if b.p.GuardSim == "ci" {
+			sim = guardsim.CI
+		}
+		for _, pr := range []struct {
+			name string
+			s    guard.Settings
+		}{{"defaults", guardsim.Defaults}, {"strict", guardsim.Strict}} {
+			b.progress("abuse guard simulation, %s, %d users, %d attack requests", pr.name, sim.Users, sim.AttackRequests)
+			if err := b.reset(ctx); err != nil {
+				return nil, err
+			}
+			g, err := guardsim.Run(ctx, b.rdb, pr.name, pr.s, sim)
+			if err != nil {
+				return nil, fmt.Errorf("guard simulation: %w", err)
+			}
+			r.Guard = append(r.Guard, g)
+		}
 	}
 	judge(r)
 	return r, nil

@@ -29,6 +29,8 @@ func TestQuickRun(t *testing.T) {
 		"-tasks", "100", "-concurrency", "20", "-fetchers", "2", "-idle-samples", "3",
 		"-idle-window", "200ms", "-load-duration", "500ms", "-limiter-duration", "1s",
 		"-poll-sweep", "100ms", "-memory-tasks", "100",
+		// test/guard runs the guard simulation itself.
+		"-guard-sim", "off",
 	}
 	if err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())

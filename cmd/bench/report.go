@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/smsq/smsq/internal/guard/guardsim"
 )
 
 // report is everything the bench measured. Every number in it is positive
@@ -24,6 +27,8 @@ type report struct {
 	Batch      batchFigures      `json:"batch"`
 	API        apiFigures        `json:"api"`
 	PollSweep  []pollPoint       `json:"pollSweep,omitempty"`
+	// Guard holds the abuse guard simulation, per profile.
+	Guard []guardsim.Report `json:"guard,omitempty"`
 	// Targets holds every figure that has a target, beside it.
 	Targets []goal `json:"targets"`
 }
@@ -216,6 +221,11 @@ func judge(r *report) {
 	if l := r.Limiter; l.Available {
 		r.Targets = append(r.Targets, atMost("limiter.maxCallsInAnySecond", l.MaxPerSecond, l.Bound, " calls"))
 	}
+	for _, g := range r.Guard {
+		r.Targets = append(r.Targets,
+			atMost("guard."+g.Profile+".attackSentShare", g.AttackShare(), 0.05, ""),
+			atMost("guard."+g.Profile+".ordinaryBlockedShare", g.OrdinaryBlockedShare(), 0.005, ""))
+	}
 }
 
 // target is the table's TARGET cell of a figure: its target and whether
@@ -294,6 +304,11 @@ func printTable(w io.Writer, r *report) {
 	row(fmt.Sprintf("HTTP API POST /v1/sms, %d clients, %d requests", af.Goroutines, af.Requests), fmt.Sprintf("%.0f requests/s, p50 %.2f ms, p99 %.2f ms", af.APIPerSec, af.APIP50Ms, af.APIP99Ms), "")
 	row(fmt.Sprintf("smsq.Client.Send, %d goroutines", af.Goroutines), fmt.Sprintf("%.0f tasks/s, p50 %.2f ms, p99 %.2f ms", af.SendPerSec, af.SendP50Ms, af.SendP99Ms), "")
 	row("  POST /v1/sms / Send", fmt.Sprintf("%.2f", af.Ratio), r.target("api.ratio"))
+	for _, g := range r.Guard {
+		row(fmt.Sprintf("abuse guard, %s: attack requests reaching GenAuth", g.Profile), fmt.Sprintf("%d of %d (%.2f %%), %d before the breakers tripped", g.AttackSent, g.Attack, 100*g.AttackShare(), g.AttackBeforeTrip), r.target("guard."+g.Profile+".attackSentShare"))
+		row(fmt.Sprintf("  %s: ordinary requests blocked", g.Profile), fmt.Sprintf("%d of %d (%.3f %%)", g.OrdinaryBlocked, g.Ordinary, 100*g.OrdinaryBlockedShare()), r.target("guard."+g.Profile+".ordinaryBlockedShare"))
+		row(fmt.Sprintf("  %s: victim's codes", g.Profile), fmt.Sprintf("%d of %d requests (%s simulated in %s)", g.VictimSent, g.Victim, fmtHours(g), g.Elapsed.Round(time.Second)), "")
+	}
 	tw.Flush()
 
 	fmt.Fprintf(w, "\nRedis memory: used_memory less client buffers, empty database against %d sent tasks once their\n", m.Tasks)
@@ -353,3 +368,6 @@ func flagDefault(usage, name string) (string, bool) {
 }
 
 var defaultRE = regexp.MustCompile(`\(default "?([^")]*)"?\)`)
+
+// fmtHours names the simulated time of a guard run.
+func fmtHours(g guardsim.Report) string { return strconv.Itoa(int(g.Simulated.Hours())) + " h" }
