@@ -45,7 +45,7 @@ const (
 	DefaultPhone      = "5/h,10/d"
 	DefaultIP         = "60/h,500/d"
 	DefaultRange      = "30/h,100/d"
-	DefaultCountries  = "+86,*=1000/d"
+	DefaultCountries  = "+86,*=10000/d"
 	DefaultBudget     = "100000/d"
 	DefaultConversion = "min=20%,after=20,block=1h,window=1h,probes=5,probe-wait=10m,country-after=200"
 	DefaultModes      = "enforce"
