@@ -2,7 +2,9 @@ package tasks
 
 import (
 	"context"
+	"time"
 
+	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/guard"
 )
@@ -39,6 +41,13 @@ func (h *Handler) admit(ctx context.Context, a *attempt) (done bool, err error) 
 		a.ticket = d.Ticket
 		return false, nil
 	}
+	if owner, ttl, ok := h.heldElsewhere(ctx, a); ok {
+		// A burst of tasks for one pair counts each in flight until the
+		// reservation dedupes and refunds it; a task the guard refuses
+		// meanwhile would have been deduplicated anyway: say so, rather
+		// than block it for the rest of the window.
+		return true, h.held(ctx, a, owner, ttl)
+	}
 	a.res.Rule = d.Rule
 	reason := "blocked by the abuse guard's " + d.Rule + " rule"
 	if !d.LiftsAt.IsZero() {
@@ -65,4 +74,23 @@ func (h *Handler) settleGuard(ctx context.Context, a *attempt) {
 		// The send stays counted: a limit errs toward blocking early.
 		h.limited(a.log.Warn().Err(err), "cannot give back the abuse guard's count")
 	}
+}
+
+// reservationReader is the optional part of a Reserver that reads a
+// pair's reservation without taking it.
+type reservationReader interface {
+	Get(ctx context.Context, e164, channel string) (dedupe.Reservation, bool, error)
+}
+
+// heldElsewhere reports whether another task holds the attempt's pair.
+func (h *Handler) heldElsewhere(ctx context.Context, a *attempt) (owner string, ttl time.Duration, ok bool) {
+	rr, isReader := h.resv.(reservationReader)
+	if !isReader {
+		return "", 0, false
+	}
+	r, held, err := rr.Get(ctx, a.v.Phone.E164, string(a.v.Channel))
+	if err != nil || !held || r.Owner == a.id {
+		return "", 0, false
+	}
+	return r.Owner, r.TTL, true
 }

@@ -205,7 +205,7 @@ func TestGuardEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	channels := []string{"CHANNEL_LOGIN", "CHANNEL_REGISTER", "CHANNEL_LOGIN"}
+	channels := []string{"CHANNEL_LOGIN", "CHANNEL_REGISTER", "CHANNEL_RESET_PASSWORD"}
 	for i, ch := range channels {
 		task, _, err := NewTask(Payload{Channel: ch, PhoneNumber: testNational, PhoneCountryCode: "+86"}, now)
 		if err != nil {
@@ -229,7 +229,46 @@ func TestGuardEndToEnd(t *testing.T) {
 		t.Fatalf("t3 result %+v", r)
 	}
 	// No reservation held for the blocked task.
-	if r, held, err := resv.Get(context.Background(), "+86"+testNational, "CHANNEL_LOGIN"); err != nil || held && r.Owner == "t3" {
+	if r, held, err := resv.Get(context.Background(), "+86"+testNational, "CHANNEL_RESET_PASSWORD"); err != nil || held {
 		t.Fatalf("reservation %+v held %v (%v); the blocked task must hold none", r, held, err)
+	}
+}
+
+// heldReserver is a fakeReserver whose pair another task holds, readable
+// with Get.
+type heldReserver struct {
+	fakeReserver
+	owner string
+}
+
+func (r *heldReserver) Get(context.Context, string, string) (dedupe.Reservation, bool, error) {
+	return dedupe.Reservation{Owner: r.owner, State: dedupe.StateSent, TTL: 40 * time.Second}, r.owner != "", nil
+}
+
+// TestGuardBlockOnHeldPair: a task the guard refuses while another task
+// holds its pair (a burst of duplicates, counted in flight) ends as the
+// reservation would end it, deduplicated, not blocked; with the pair free
+// it is blocked.
+func TestGuardBlockOnHeldPair(t *testing.T) {
+	t.Parallel()
+	for _, owner := range []string{"other-task", ""} {
+		g := &fakeGuard{decision: guard.Decision{Rule: guard.RulePhone, LiftsAt: testEnqueued.Add(time.Hour)}}
+		resv, journal, sender := &heldReserver{owner: owner}, &fakeJournal{}, &fakeSender{}
+		h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: journal,
+			Now: func() time.Time { return testEnqueued.Add(time.Second) }, Guard: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.processTask(context.Background(), newTestTask(t, nil), taskMeta{id: "task-1", maxRetry: DefaultMaxRetry, queue: QueueCritical}); err != nil {
+			t.Fatal(err)
+		}
+		want := OutcomeDeduplicated
+		if owner == "" {
+			want = OutcomeBlocked
+		}
+		recs := journal.recorded()
+		if len(recs) != 1 || recs[0].entry.Outcome != want || len(sender.calls()) != 0 || len(resv.ops()) != 0 {
+			t.Fatalf("holder %q: records %+v, calls %d, ops %v; want one %s and nothing taken", owner, recs, len(sender.calls()), resv.ops(), want)
+		}
 	}
 }
