@@ -7,6 +7,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
 	"github.com/smsq/smsq/internal/metrics"
+	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/ratelimit"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
@@ -91,6 +94,9 @@ type settings struct {
 	RateLimitPerChannel string
 	RateMaxWait         time.Duration
 
+	// OutcomeStreamMaxLen bounds the outcome stream: a count, or "off".
+	OutcomeStreamMaxLen string
+
 	Webhooks webhookSettings
 	apiSettings
 	// Abuse guard (internal/guard).
@@ -124,6 +130,7 @@ func bindSettings(set *config.Set, s *settings) {
 	set.Duration(&s.PollInterval, "poll-interval", "SMSQ_POLL_INTERVAL", 100*time.Millisecond, "how often an idle worker checks for new tasks: a new task waits up to 1.5 times this; each check costs a few Redis commands")
 	set.String(&s.LogLevel, "log-level", "SMSQ_LOG_LEVEL", "info", "debug, info, warn or error")
 	set.String(&s.LogFormat, "log-format", "SMSQ_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)")
+	set.String(&s.OutcomeStreamMaxLen, "outcome-stream-maxlen", "SMSQ_OUTCOME_STREAM_MAXLEN", strconv.Itoa(outcome.DefaultMaxLen), "entries kept in the outcome stream smsq:{outcomes}, trimmed approximately; off keeps none (Wait still works; webhooks need the stream)")
 	bindWebhookSettings(set, &s.Webhooks)
 	bindGuardSettings(set, &s.Guard)
 	bindHTTPSettings(set, s)
@@ -213,9 +220,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	streamMaxLen, err := parseStreamMaxLen(s.OutcomeStreamMaxLen)
+	if err != nil {
+		return err
+	}
 	hooks, err := parseWebhooks(ctx, &s.Webhooks, queues, log)
 	if err != nil {
 		return err
+	}
+	if hooks != nil && streamMaxLen < 0 {
+		return errors.New("SMSQ_WEBHOOK_URL is set but SMSQ_OUTCOME_STREAM_MAXLEN is off: webhooks are sent from the outcome stream")
 	}
 	fileLimit, err := raiseFileLimit()
 	if err != nil {
@@ -342,13 +356,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if abuse != nil {
 		obs.Registry().MustRegister(abuse.Collector())
 	}
+	outcomes, err := outcome.New(outcome.Config{Client: rdb, MaxLen: streamMaxLen})
+	if err != nil {
+		return err
+	}
+	if err := outcomes.Load(ctx); err != nil {
+		// Not fatal: the first append loads it.
+		log.Warn().Err(err).Msg("cannot load the outcome stream script")
+	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{
 		RateLimiter: rateLimiter, RateMaxWait: s.RateMaxWait,
 		Sender: client, Reservations: reservations, Journal: journalled, Classifier: classifier,
 		OnHeld: s.OnHeld, SendBy: s.SendBy, Logger: &handlerLog, Observer: obs,
 		Sandbox: w.sandbox != nil, JournalOnAsynqRedis: true, // both from SMSQ's one Redis URL
-		Guard: guardOrNil(abuse),
+		Guard: guardOrNil(abuse), Outcomes: outcomes,
 	})
 	if err != nil {
 		return fmt.Errorf("SMSQ_ON_HELD/SMSQ_SEND_BY: %w", err)
@@ -466,4 +488,17 @@ func rateLimits(s *settings) (ratelimit.Limit, map[string]ratelimit.Limit, error
 		return ratelimit.Limit{}, nil, fmt.Errorf("SMSQ_RATE_LIMIT_PER_CHANNEL: %w", err)
 	}
 	return global, channels, nil
+}
+
+// parseStreamMaxLen reads SMSQ_OUTCOME_STREAM_MAXLEN: a positive count, or
+// off (-1: no stream entries, announcements only).
+func parseStreamMaxLen(v string) (int64, error) {
+	if strings.EqualFold(strings.TrimSpace(v), "off") {
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("SMSQ_OUTCOME_STREAM_MAXLEN %q: must be a positive number of entries or off", v)
+	}
+	return n, nil
 }

@@ -446,26 +446,29 @@ type Entry struct {
 	// it is at least the journal's retention, the journal keeps only the
 	// outcome and its readers take the result from the task (ResultKey):
 	// one copy of it in Redis. The caller writes it there in the same
-	// round trip (RecordWith's also), ahead of the entry.
+	// round trip (RecordWith's before), ahead of the entry.
 	ResultKeptFor time.Duration `json:"-"`
 }
 
 // Record stores the result of an attempt. unknownAttempt counts the attempt
 // as one whose outcome is unknown; a final entry fixes the task's outcome.
 func (s *Store) Record(ctx context.Context, phoneHash string, e Entry, unknownAttempt bool) error {
-	return s.RecordWith(ctx, phoneHash, e, unknownAttempt, nil)
+	return s.RecordWith(ctx, phoneHash, e, unknownAttempt, nil, nil)
 }
 
-// RecordWith is Record with the writes that also queues (when not nil) sent
-// first in the same round trip. Only Record's own writes decide the
-// returned error; the caller reads the results of its commands itself.
-func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unknownAttempt bool, also func(redis.Pipeliner)) error {
+// RecordWith is Record with the writes that before queues (when not nil)
+// sent ahead of the entry and those after queues sent behind it, in the
+// same round trip. On one Redis they run in that order, so that a write
+// queued after (the outcome stream's append) is never there without the
+// entry. Only Record's own writes decide the returned error; the caller
+// reads the results of its commands itself.
+func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unknownAttempt bool, before, after func(redis.Pipeliner)) error {
 	if e.TaskID == "" {
 		return errors.New("history: empty task ID")
 	}
 	tk := TaskKey(s.prefix, e.TaskID)
 	if e.Collision != "" {
-		return s.recordCollision(ctx, phoneHash, e)
+		return s.recordCollision(ctx, phoneHash, e, after)
 	}
 	fields := map[string]any{
 		"last":       e.Outcome,
@@ -485,8 +488,8 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 		fields["phone"] = phoneHash
 	}
 	p := s.c.Pipeline()
-	if also != nil {
-		also(p)
+	if before != nil {
+		before(p)
 	}
 	own := []redis.Cmder{p.HSet(ctx, tk, fields)}
 	if unknownAttempt {
@@ -494,6 +497,9 @@ func (s *Store) RecordWith(ctx context.Context, phoneHash string, e Entry, unkno
 	}
 	own = append(own, p.PExpire(ctx, tk, s.retention))
 	own = append(own, s.indexPhone(ctx, p, phoneHash, e)...)
+	if after != nil {
+		after(p)
+	}
 	return execOwn(ctx, p, own)
 }
 
@@ -505,7 +511,7 @@ func (s *Store) ResultOnTask(e Entry) bool {
 
 // recordCollision keeps a colliding task's entry in the holder's hash and
 // indexes it by its own phone: the holder's fields stay untouched.
-func (s *Store) recordCollision(ctx context.Context, phoneHash string, e Entry) error {
+func (s *Store) recordCollision(ctx context.Context, phoneHash string, e Entry, after func(redis.Pipeliner)) error {
 	tk := TaskKey(s.prefix, e.TaskID)
 	rec, err := json.Marshal(collisionRecord{Phone: phoneHash, Outcome: e.Outcome, Final: e.Final, UpdatedMS: e.UpdatedAt.UnixMilli(), Result: e.Result})
 	if err != nil {
@@ -514,6 +520,9 @@ func (s *Store) recordCollision(ctx context.Context, phoneHash string, e Entry) 
 	p := s.c.Pipeline()
 	own := []redis.Cmder{p.HSet(ctx, tk, collisionField(e.Collision), rec), p.PExpire(ctx, tk, s.retention)}
 	own = append(own, s.indexPhone(ctx, p, phoneHash, e)...)
+	if after != nil {
+		after(p)
+	}
 	return execOwn(ctx, p, own)
 }
 

@@ -327,10 +327,14 @@ func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
 
 	var extra *redis.StatusCmd
 	var failing *redis.Cmd
+	var afterOutcome *redis.StringCmd
 	err := s.RecordWith(ctx, phoneHash, entry("task-1", "sent", true, t0), false, func(p redis.Pipeliner) {
 		extra = p.Set(ctx, "extra", "1", 0)
 		// A failing extra command is the caller's to read, not Record's.
 		failing = p.Do(ctx, "NOSUCHCOMMAND")
+	}, func(p redis.Pipeliner) {
+		// Queued behind the entry: it sees the entry written.
+		afterOutcome = p.HGet(ctx, history.TaskKey(history.DefaultPrefix, "task-1"), "outcome")
 	})
 	if err != nil {
 		t.Fatalf("RecordWith: %v", err)
@@ -343,6 +347,9 @@ func TestRecordWithSendsExtraWritesInTheSameRequest(t *testing.T) {
 	}
 	if failing.Err() == nil {
 		t.Fatal("the unknown command did not fail")
+	}
+	if v, err := afterOutcome.Result(); err != nil || v != "sent" {
+		t.Fatalf("the write queued after the entry read outcome %q, %v; want sent", v, err)
 	}
 	e, ok, err := s.Task(ctx, "task-1")
 	if err != nil || !ok || e.Outcome != "sent" || !e.Final {

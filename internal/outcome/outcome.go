@@ -235,6 +235,8 @@ func (s *Stream) Prefix() string { return s.prefix }
 
 // appendScript appends one entry unless the member was appended within the
 // seen window, trims the seen set when asked, and publishes the task ID.
+// An append Redis refuses leaves the member out of the seen set, so that
+// it is made again.
 //
 // KEYS[1] stream, KEYS[2] seen set. ARGV: member, now (ms), seen window
 // (ms), max length (0: no stream), trim seen ("1"), channel, task ID, then
@@ -247,10 +249,16 @@ if maxlen > 0 then
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then
     return ''
   end
+  local ok, res = pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 8))
+  if not ok then
+    -- Not appended: forget the member, so that the next try appends.
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    return redis.error_reply(type(res) == 'table' and res.err or tostring(res))
+  end
+  id = res
   if ARGV[5] == '1' then
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
   end
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 8))
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return id

@@ -14,6 +14,7 @@ import (
 
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/history"
+	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/redistest"
 )
 
@@ -40,10 +41,11 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int64 {
 	return out
 }
 
-// A sent task costs the handler 19 Redis commands, counted by Redis
+// A sent task costs the handler 23 Redis commands, counted by Redis
 // itself (the commands inside its scripts included): 4 to open the
 // attempt, 5 to take the reservation, 10 for the journal entry, the
-// phone index and the sent mark. The result written onto the asynq task
+// phone index and the sent mark, 4 for the outcome stream's append (the
+// script, the seen set, XADD and PUBLISH). The result written onto the asynq task
 // (one HSET, not made here: the task has no ResultWriter outside asynq)
 // makes 20; asynq's own fetch and completion come on top. The count is
 // exact on a private redis-server, so that any command added to the send
@@ -59,7 +61,11 @@ func TestSentTaskRedisCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(HandlerConfig{Sender: &fakeSender{}, Reservations: resv, Journal: hist, JournalOnAsynqRedis: true})
+	stream, err := outcome.New(outcome.Config{Client: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(HandlerConfig{Sender: &fakeSender{}, Reservations: resv, Journal: hist, JournalOnAsynqRedis: true, Outcomes: stream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +101,11 @@ func TestSentTaskRedisCommands(t *testing.T) {
 			used = append(used, fmt.Sprintf("%s %d", name, d))
 		}
 	}
-	if n != 19 {
-		t.Fatalf("a sent task ran %d Redis commands (%s), want 19", n, strings.Join(used, ", "))
+	if n != 23 {
+		t.Fatalf("a sent task ran %d Redis commands (%s), want 23", n, strings.Join(used, ", "))
+	}
+	if n, err := rc.XLen(ctx, outcome.StreamKey(outcome.DefaultPrefix)).Result(); err != nil || n != 2 {
+		t.Fatalf("outcome stream holds %d entries (%v), want 2", n, err)
 	}
 	t.Logf("a sent task: %d commands: %s", n, strings.Join(used, ", "))
 }

@@ -53,15 +53,20 @@ type taskReader interface {
 
 // restoreResult writes the journal's last result for a finished task onto
 // the asynq task, so that the Inspector and the UI show it even when the
-// original write was lost.
+// original write was lost, and appends its outcome to the outcome stream
+// again, in case the worker that recorded it stopped before the append.
 func (h *Handler) restoreResult(ctx context.Context, a *attempt) {
 	tr, ok := h.journal.(taskReader)
 	w := a.task.ResultWriter()
-	if !ok || w == nil {
+	if !ok || w == nil && h.outcomes == nil {
 		return
 	}
 	e, found, err := tr.Task(ctx, a.id)
 	if err != nil || !found || len(e.Result) == 0 {
+		return
+	}
+	h.reappend(ctx, a, e.Result, e.PhoneHash, "")
+	if w == nil {
 		return
 	}
 	if _, err := w.Write(e.Result); err != nil {
@@ -78,7 +83,7 @@ type sentMarker interface {
 }
 
 type withRecorder interface {
-	RecordWith(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool, also func(redis.Pipeliner)) error
+	RecordWith(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool, before, after func(redis.Pipeliner)) error
 	Client() redis.Cmdable
 }
 
@@ -138,6 +143,9 @@ type HandlerConfig struct {
 	JournalOnAsynqRedis bool
 	// Guard, when set, is asked before every reservation (see guard.go).
 	Guard Guard
+	// Outcomes, when set, gets every final outcome, in the round trip
+	// that records it where the journal can carry it (see outcomes.go).
+	Outcomes Outcomes
 }
 
 // Handler processes genauth:send_sms tasks.
@@ -156,6 +164,7 @@ type Handler struct {
 	limiter     RateLimiter
 	rateMaxWait time.Duration
 	guard       Guard
+	outcomes    Outcomes
 	// recorder is set when other writes can ride with the journal entry:
 	// the sent mark when marker is set too (see sentMarker), the task's
 	// result when resultWithJournal is (JournalOnAsynqRedis).
@@ -232,7 +241,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		sender: cfg.Sender, resv: cfg.Reservations, journal: cfg.Journal,
 		classifier: cfg.Classifier, onHeld: cfg.OnHeld, sendBy: cfg.SendBy,
 		log: log, observer: cfg.Observer, now: cfg.Now, sandbox: cfg.Sandbox,
-		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx, guard: cfg.Guard,
+		limiter: cfg.RateLimiter, rateMaxWait: cfg.RateMaxWait, sleep: sleepCtx, guard: cfg.Guard, outcomes: cfg.Outcomes,
 		pending: &pendingStore{every: pendingEvery, now: cfg.Now},
 		repeats: &logging.Repeats{Every: outageLogEvery},
 	}
@@ -504,6 +513,7 @@ func (h *Handler) begin(ctx context.Context, a *attempt) (done bool, err error) 
 func (h *Handler) collision(ctx context.Context, a *attempt, c *history.Collision) error {
 	const why = "task ID already names another task"
 	if len(c.Recorded) > 0 {
+		h.reappend(ctx, a, c.Recorded, a.phoneHash, a.ident.Hash)
 		if w := a.task.ResultWriter(); w != nil {
 			if _, err := w.Write(c.Recorded); err != nil {
 				h.limited(a.log.Warn().Err(err), "cannot restore the recorded result")
@@ -671,7 +681,12 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	if a.collided {
 		e.Collision = a.ident.Hash
 	}
-	jerr, markErr, resErr := h.writeRecord(bctx, a, e, unknownAttempt)
+	oe := outcomeEntry{collision: e.Collision}
+	if final {
+		ev := r.Event(a.id, a.phoneHash)
+		oe.event = &ev
+	}
+	jerr, markErr, resErr, appErr := h.writeRecord(bctx, a, e, oe, unknownAttempt)
 	if markErr != nil {
 		h.limited(a.log.Warn().Err(markErr), "cannot mark reservation sent")
 	}
@@ -684,7 +699,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 		// rather than let the task run again on stale state (see
 		// pending.go). The kept write carries the result too.
 		var resErr error
-		jerr = h.keep(ctx, a, e, unknownAttempt, jerr, &resErr)
+		jerr = h.keep(ctx, a, e, oe, unknownAttempt, jerr, &resErr)
 		if jerr == nil {
 			recErr = nil
 			if resErr != nil && ctx.Err() == nil {
@@ -696,6 +711,14 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	if recErr == nil {
 		recErr = jerr
+	}
+	if recErr == nil && appErr != nil {
+		recErr = errAppend(appErr)
+		if a.lastTry {
+			// asynq ends the task whatever is returned, and no redelivery
+			// will append: keep the append until Redis takes it.
+			h.keepAppend(a, oe)
+		}
 	}
 	if h.observer != nil {
 		h.observer.Observe(*r)
@@ -760,7 +783,10 @@ func event(a *attempt, outcome string) *zerolog.Event {
 // mark: in one round trip when they share a Redis (the result and the mark
 // ahead of the entry, so that a replica that has the entry has them too).
 // jerr is the journal's error, markErr the mark's, resErr the result's.
-func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool) (jerr, markErr, resErr error) {
+//
+// A final outcome goes to the outcome stream behind the entry; appErr is
+// the append's error (the entry was written without it).
+func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, oe outcomeEntry, unknownAttempt bool) (jerr, markErr, resErr, appErr error) {
 	w := a.task.ResultWriter()
 	if h.recorder == nil || !h.resultWithJournal || w == nil {
 		// asynq's ResultWriter, over its own connection, while the
@@ -776,21 +802,21 @@ func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, 
 		// Written apart, the result may be lost alone: the journal keeps
 		// its own copy.
 		e.ResultKeptFor = 0
-		jerr, markErr = h.writeJournal(ctx, a, e, unknownAttempt, nil)
+		jerr, markErr, appErr = h.writeJournal(ctx, a, e, oe, unknownAttempt, nil)
 		if written != nil {
 			resErr = <-written
 		}
-		return jerr, markErr, resErr
+		return jerr, markErr, resErr, appErr
 	}
 	var res *redis.IntCmd
-	jerr, markErr = h.writeJournal(ctx, a, e, unknownAttempt, func(p redis.Pipeliner) {
+	jerr, markErr, appErr = h.writeJournal(ctx, a, e, oe, unknownAttempt, func(p redis.Pipeliner) {
 		res = p.HSet(ctx, history.ResultKey(a.res.Queue, a.id), "result", []byte(e.Result))
 	})
 	if res == nil {
 		// The journal wrote nothing of ours (an entry it keeps apart, or
 		// an error before the round trip).
 		_, resErr = w.Write(e.Result)
-		return jerr, markErr, resErr
+		return jerr, markErr, resErr, appErr
 	}
 	if resErr = res.Err(); resErr != nil && jerr == nil && e.ResultKeptFor > 0 {
 		// The journal took the entry without its result, which is then
@@ -799,18 +825,20 @@ func (h *Handler) writeRecord(ctx context.Context, a *attempt, e history.Entry, 
 		e.ResultKeptFor = 0
 		jerr = h.journal.Record(ctx, a.phoneHash, e, false)
 	}
-	return jerr, markErr, resErr
+	return jerr, markErr, resErr, appErr
 }
 
 // writeJournal writes the journal entry, with the writes result queues
 // (when not nil) and the sent mark (when the attempt asks for it) ahead of
 // it in the same round trip where the journal can carry them.
-func (h *Handler) writeJournal(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, result func(redis.Pipeliner)) (jerr, markErr error) {
+func (h *Handler) writeJournal(ctx context.Context, a *attempt, e history.Entry, oe outcomeEntry, unknownAttempt bool, result func(redis.Pipeliner)) (jerr, markErr, appErr error) {
+	after, settle := h.appendAfter(ctx, a, oe)
 	if h.recorder == nil {
 		if a.markSent {
 			markErr = h.resv.MarkSent(ctx, a.v.Phone.E164, string(a.v.Channel), a.id)
 		}
-		return h.journal.Record(ctx, a.phoneHash, e, unknownAttempt), markErr
+		jerr = h.journal.Record(ctx, a.phoneHash, e, unknownAttempt)
+		return jerr, markErr, settle(jerr == nil)
 	}
 	var mark func() error
 	jerr = h.recorder.RecordWith(ctx, a.phoneHash, e, unknownAttempt, func(p redis.Pipeliner) {
@@ -820,14 +848,14 @@ func (h *Handler) writeJournal(ctx context.Context, a *attempt, e history.Entry,
 		if a.markSent && h.marker != nil {
 			mark = h.marker.MarkSentIn(ctx, p, a.v.Phone.E164, string(a.v.Channel), a.id)
 		}
-	})
+	}, after)
 	switch {
 	case mark != nil:
 		markErr = mark()
 	case a.markSent:
 		markErr = h.resv.MarkSent(ctx, a.v.Phone.E164, string(a.v.Channel), a.id)
 	}
-	return jerr, markErr
+	return jerr, markErr, settle(jerr == nil)
 }
 
 // keep holds a definite outcome that Redis refused (first error cause) in
@@ -837,9 +865,13 @@ func (h *Handler) writeJournal(ctx context.Context, a *attempt, e history.Entry,
 //
 // Once written, *resultErr is the error of the task result's write (the
 // journal then holds the result).
-func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, unknownAttempt bool, cause error, resultErr *error) error {
+func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, oe outcomeEntry, unknownAttempt bool, cause error, resultErr *error) error {
 	w := h.pending.add(a.id, e.Outcome, a.log, func(ctx context.Context) error {
-		jerr, markErr, resErr := h.writeRecord(ctx, a, e, unknownAttempt)
+		jerr, markErr, resErr, appErr := h.writeRecord(ctx, a, e, oe, unknownAttempt)
+		if jerr == nil && appErr != nil {
+			// The entry is written; a redelivery appends the outcome again.
+			h.limited(a.log.Warn().Err(appErr), "cannot append outcome to the outcome stream")
+		}
 		if jerr == nil {
 			*resultErr = resErr
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/redisconn"
 )
 
@@ -51,7 +52,11 @@ func startWorker(t *testing.T, sender Sender) *worker {
 	if err != nil {
 		t.Fatalf("history.New: %v", err)
 	}
-	h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: hist, JournalOnAsynqRedis: true})
+	stream, err := outcome.New(outcome.Config{Client: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(HandlerConfig{Sender: sender, Reservations: resv, Journal: hist, JournalOnAsynqRedis: true, Outcomes: stream})
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -91,6 +96,37 @@ func (w *worker) enqueueChannel(t *testing.T, key, channel string) (*asynq.TaskI
 		t.Fatalf("Enqueue: %v", err)
 	}
 	return info, v
+}
+
+// streamed returns the outcome stream's entries of task id (masked as in
+// the stream), in order.
+func (w *worker) streamed(t *testing.T, id string) []outcome.Event {
+	t.Helper()
+	msgs, err := w.rc.XRange(context.Background(), outcome.StreamKey(outcome.DefaultPrefix), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []outcome.Event
+	for _, m := range msgs {
+		e, err := outcome.Parse(m.Values)
+		if err != nil {
+			t.Fatalf("entry %s: %v", m.ID, err)
+		}
+		if e.TaskID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// streamedOnce checks that task id has one stream entry, of outcome want.
+func (w *worker) streamedOnce(t *testing.T, id, want string) outcome.Event {
+	t.Helper()
+	got := w.streamed(t, id)
+	if len(got) != 1 || got[0].Outcome != want {
+		t.Fatalf("task %s: stream entries %+v; want one %s", id, got, want)
+	}
+	return got[0]
 }
 
 // waitState polls until the task reaches state and returns its info with
@@ -134,6 +170,9 @@ func TestWorkerSent(t *testing.T) {
 	}
 	if n := len(sender.calls()); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
+	}
+	if e := w.streamedOnce(t, "srv-sent", OutcomeSent); e.Phone != "+86 138****8000" || e.Queue != QueueCritical || e.Attempts != 1 {
+		t.Fatalf("stream entry %+v", e)
 	}
 }
 
@@ -250,6 +289,10 @@ func TestWorkerSecondTaskIsDeduplicated(t *testing.T) {
 	if res.Outcome != OutcomeDeduplicated || res.Holder != "first" {
 		t.Fatalf("second task result = %+v, want deduplicated, held by first", res)
 	}
+	w.streamedOnce(t, "first", OutcomeSent)
+	if e := w.streamedOnce(t, "second", OutcomeDeduplicated); e.RetryInMS <= 0 {
+		t.Fatalf("deduplicated entry %+v; want the time until the pair is free", e)
+	}
 	if n := len(sender.calls()); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
 	}
@@ -265,6 +308,9 @@ func TestWorkerPermanentFailureIsArchived(t *testing.T) {
 	}
 	if res.Outcome != OutcomeFailed || !res.Final || res.StatusCode != 400 || res.Class != "permanent" {
 		t.Fatalf("result = %+v, want final failed, statusCode 400", res)
+	}
+	if e := w.streamedOnce(t, "srv-400", OutcomeFailed); e.StatusCode != 400 {
+		t.Fatalf("stream entry %+v; want statusCode 400", e)
 	}
 	if n := len(sender.calls()); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
@@ -305,6 +351,10 @@ func TestWorkerRetriesTransientFailure(t *testing.T) {
 	if res.Outcome != OutcomeSent || res.Attempt != 2 || res.Retried != 1 || info.Retried != 1 {
 		t.Fatalf("result = %+v (task retried %d), want sent on the second attempt", res, info.Retried)
 	}
+	// The retried attempt is not an outcome: one entry, the last attempt's.
+	if e := w.streamedOnce(t, "srv-502", OutcomeSent); e.Attempts != 2 || e.RequestID != "req-2" {
+		t.Fatalf("stream entry %+v; want the second attempt's", e)
+	}
 	// The first retry comes within a second, plus the forwarder's tick.
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("took %v to send after one transient failure", took)
@@ -325,6 +375,9 @@ func TestWorkerInvalidPayloadIsArchived(t *testing.T) {
 	got, res := w.waitState(t, info, asynq.TaskStateArchived)
 	if res.Outcome != OutcomeInvalid || !strings.Contains(got.LastErr, "phoneNumber") {
 		t.Fatalf("result = %+v, last error %q; want invalid naming phoneNumber", res, got.LastErr)
+	}
+	if e := w.streamedOnce(t, info.ID, OutcomeInvalid); e.PhoneHash != "" || !strings.Contains(e.Reason, "phoneNumber") {
+		t.Fatalf("stream entry %+v; want no phone, the reason", e)
 	}
 	if n := len(sender.calls()); n != 0 {
 		t.Fatalf("GenAuth calls = %d, want 0", n)
@@ -409,6 +462,12 @@ func TestWorkerCollidingTaskIDs(t *testing.T) {
 	if n := len(sender.calls()); n != 1 {
 		t.Fatalf("GenAuth calls = %d, want 1", n)
 	}
+	// One entry per task: the holder's and each colliding task's own.
+	got := w.streamed(t, "dup")
+	if len(got) != 3 || got[0].Outcome != OutcomeSent || got[1].Outcome != OutcomeInvalid || got[2].Outcome != OutcomeInvalid ||
+		got[1].Queue != QueueDefault || got[2].Queue != QueueLow || got[1].Phone != "+86 139****9000" {
+		t.Fatalf("stream entries %+v; want sent, then invalid from default and low", got)
+	}
 }
 
 // A task whose final outcome is in the journal but whose asynq result was
@@ -447,5 +506,8 @@ func TestWorkerRedeliveryRestoresRecordedResult(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("GenAuth called %d times for a finished task", n)
+	}
+	if e := w.streamedOnce(t, "done-1", OutcomeSent); e.RequestID != "earlier" {
+		t.Fatalf("stream entry %+v; want the recorded outcome", e)
 	}
 }

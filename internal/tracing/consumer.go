@@ -145,8 +145,8 @@ func (j Journal) Record(ctx context.Context, phoneHash string, e history.Entry, 
 }
 
 // RecordWith is history.Store.RecordWith; the outcome goes on the span.
-func (j Journal) RecordWith(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool, also func(redis.Pipeliner)) error {
-	err := j.Store.RecordWith(ctx, phoneHash, e, unknownAttempt, also)
+func (j Journal) RecordWith(ctx context.Context, phoneHash string, e history.Entry, unknownAttempt bool, before, after func(redis.Pipeliner)) error {
+	err := j.Store.RecordWith(ctx, phoneHash, e, unknownAttempt, before, after)
 	note(ctx, e, err)
 	return err
 }
