@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/redistest"
 	"github.com/smsq/smsq/internal/tasks"
@@ -59,6 +61,9 @@ func TestWebhookSettingsErrors(t *testing.T) {
 		{with("SMSQ_WEBHOOK_ALLOW_PRIVATE", "maybe"), "SMSQ_WEBHOOK_ALLOW_PRIVATE"},
 		{with("SMSQ_WEBHOOK_CONCURRENCY", "0"), "SMSQ_WEBHOOK_CONCURRENCY 0: must be between 1 and 200"},
 		{with("SMSQ_QUEUES", "critical=1,smsq-webhooks=1"), "SMSQ_QUEUES: smsq-webhooks is the webhook delivery queue"},
+		{with("SMSQ_OUTCOME_STREAM_MAXLEN", "off"), "SMSQ_WEBHOOK_URL is set but SMSQ_OUTCOME_STREAM_MAXLEN is off"},
+		{with("SMSQ_OUTCOME_STREAM_MAXLEN", "0"), `SMSQ_OUTCOME_STREAM_MAXLEN "0": must be a positive number of entries or off`},
+		{with("SMSQ_OUTCOME_STREAM_MAXLEN", "1e5"), `SMSQ_OUTCOME_STREAM_MAXLEN "1e5"`},
 	}
 	for _, tc := range tests {
 		err := runToError(t, nil, tc.vars)
@@ -77,17 +82,19 @@ func TestWebhookSettingsErrors(t *testing.T) {
 	}
 }
 
-// A worker with webhooks on posts an outcome appended to the stream to its
-// endpoint, signed, and shows the webhook metrics.
+// A task sent through a worker with webhooks on ends in one outcome that
+// reaches its producer three ways: Client.Wait, one stream entry and one
+// signed delivery to the endpoint, and the webhook metrics show it.
 func TestWebhookEndToEnd(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	var mu sync.Mutex
 	var got []*http.Request
+	var bodies [][]byte
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
+		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		got = append(got, r)
+		got, bodies = append(got, r), append(bodies, b)
 		mu.Unlock()
 	}))
 	defer rcv.Close()
@@ -95,10 +102,24 @@ func TestWebhookEndToEnd(t *testing.T) {
 		"SMSQ_WEBHOOK_URL": rcv.URL + "/in", "SMSQ_WEBHOOK_SECRET": whsec(2), "SMSQ_WEBHOOK_ALLOW_PRIVATE": "true",
 		"SMSQ_LOG_FORMAT": "json",
 	}))
-	stream, _ := outcome.New(outcome.Config{Client: srv.Client()})
-	e := outcome.Event{TaskID: "t-1", Queue: "critical", Outcome: "sent", Attempts: 1, FinishedAt: time.Now()}
-	if _, err := stream.Append(context.Background(), e, ""); err != nil {
+	producer := smsq.NewClientFromRedis(srv.Client())
+	defer producer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rc, err := producer.Send(ctx, smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "+86 138-0013-8000"}, smsq.WithIdempotencyKey("hook-1"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	o, err := producer.Wait(ctx, rc.TaskID)
+	if err != nil || !o.Final || o.State != tasks.OutcomeSent || o.Event.RequestID == "" || o.Event.Phone != "+86 138****8000" {
+		t.Fatalf("Wait = %+v, %v; want sent with GenAuth's requestId", o, err)
+	}
+	msgs, err := srv.Client().XRange(ctx, outcome.StreamKey(outcome.DefaultPrefix), "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stream entries %v, %v; want one", msgs, err)
+	}
+	if e, err := outcome.Parse(msgs[0].Values); err != nil || e.TaskID != rc.TaskID || e.Outcome != "sent" || e.RequestID != o.Event.RequestID {
+		t.Fatalf("stream entry %+v, %v; want the task's sent outcome", e, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -114,10 +135,20 @@ func TestWebhookEndToEnd(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	mu.Lock()
-	r := got[0]
+	r, body := got[0], bodies[0]
 	mu.Unlock()
-	if r.Method != http.MethodPost || r.URL.Path != "/in" || !strings.HasPrefix(r.Header.Get("webhook-signature"), "v1,") || r.Header.Get("webhook-id") != webhook.MessageID("t-1", "sent") {
+	if r.Method != http.MethodPost || r.URL.Path != "/in" || !strings.HasPrefix(r.Header.Get("webhook-signature"), "v1,") || r.Header.Get("webhook-id") != webhook.MessageID(rc.TaskID, "sent") {
 		t.Fatalf("request %s %s %v", r.Method, r.URL, r.Header)
+	}
+	var msg struct {
+		Type string        `json:"type"`
+		Data outcome.Event `json:"data"`
+	}
+	if err := json.Unmarshal(body, &msg); err != nil || msg.Type != "sms.sent" || msg.Data.TaskID != rc.TaskID || msg.Data.RequestID != o.Event.RequestID {
+		t.Fatalf("body %s (%v); want sms.sent of the task", body, err)
+	}
+	if strings.Contains(string(body), "13800138000") {
+		t.Fatalf("body holds the phone number: %s", body)
 	}
 	for _, want := range []string{`"message":"webhooks on"`, `"message":"webhook delivered"`} {
 		if !strings.Contains(logs.String(), want) {
