@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -117,22 +118,39 @@ func (c *Client) Outcome(ctx context.Context, id string) (Outcome, error) {
 	return o, nil
 }
 
-// queued reports whether asynq holds a task of this ID in a served queue.
+// queued reports whether asynq holds a task of this ID: in a served
+// queue first, then in any other queue Redis knows (a task queued with
+// AllowUnservedQueue for a worker yet to serve it), one round trip more
+// only when the served queues lack it.
 func (c *Client) queued(ctx context.Context, id string) (bool, error) {
-	p := c.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, 0, len(c.served))
-	for _, q := range c.served {
-		cmds = append(cmds, p.Exists(ctx, asynqTaskKey(q, id)))
+	in := func(queues []string) (bool, error) {
+		if len(queues) == 0 {
+			return false, nil
+		}
+		p := c.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, 0, len(queues))
+		for _, q := range queues {
+			cmds = append(cmds, p.Exists(ctx, asynqTaskKey(q, id)))
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return false, err
+		}
+		for _, cmd := range cmds {
+			if cmd.Val() > 0 {
+				return true, nil
+			}
+		}
+		return false, nil
 	}
-	if _, err := p.Exec(ctx); err != nil {
+	if ok, err := in(c.served); ok || err != nil {
+		return ok, err
+	}
+	known, err := c.rdb.SMembers(ctx, "asynq:queues").Result()
+	if err != nil {
 		return false, err
 	}
-	for _, cmd := range cmds {
-		if cmd.Val() > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
+	known = slices.DeleteFunc(known, func(q string) bool { return slices.Contains(c.served, q) })
+	return in(known)
 }
 
 // DefaultWaitRecheck is how often Wait reads the task's state again while

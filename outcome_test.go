@@ -113,6 +113,26 @@ func TestOutcomeStates(t *testing.T) {
 	}
 }
 
+// A task queued for a worker yet to serve its queue (AllowUnservedQueue)
+// is pending, not unknown, before any worker begins it.
+func TestOutcomeOfATaskInAnUnservedQueue(t *testing.T) {
+	t.Parallel()
+	c, _ := realClient(t, smsq.WithServedQueues("critical"))
+	ctx := context.Background()
+	rc, err := c.Send(ctx, smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "13800138000"}, smsq.WithQueue("later"), smsq.AllowUnservedQueue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := c.Outcome(ctx, rc.TaskID); err != nil || o.Final || o.State != smsq.StatePending {
+		t.Fatalf("Outcome = %+v, %v; want pending", o, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if o, err := c.Wait(wctx, rc.TaskID); !errors.Is(err, context.DeadlineExceeded) || o.State != smsq.StatePending {
+		t.Fatalf("Wait = %+v, %v; want pending at the deadline", o, err)
+	}
+}
+
 // An outcome that lands after Wait read the state pending, before it
 // blocks, wakes it through the subscription: the safety re-check is set
 // far beyond the test's deadline, so only the announcement can.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/smsq/smsq"
 	"github.com/smsq/smsq/internal/batch"
 	"github.com/smsq/smsq/internal/config"
+	"github.com/smsq/smsq/internal/phone"
 	"github.com/smsq/smsq/internal/redisconn"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -32,6 +34,9 @@ type single struct {
 	Defer          bool
 	Timeout        time.Duration
 	AnyQueue       bool
+	Wait           bool
+	WaitTimeout    time.Duration
+	JSON           bool
 }
 
 func bindSingle(set *config.Set, s *single) {
@@ -48,6 +53,9 @@ func bindSingle(set *config.Set, s *single) {
 	set.Bool(&s.Defer, "defer", "", false, "when an earlier code's window is open, wait for it and send, instead of deduplicating")
 	set.Bool(&s.AnyQueue, "allow-unserved-queue", "", false, "queue even when no live worker serves the queue (for a worker yet to start)")
 	set.Duration(&s.Timeout, "timeout", "SMSQ_ENQUEUE_TIMEOUT", 5*time.Second, "give up when Redis does not answer within this")
+	set.Bool(&s.Wait, "wait", "", false, "wait for the final outcome and exit with its status (0 a code is live, 4 none sent, 5 still pending)")
+	set.Duration(&s.WaitTimeout, "wait-timeout", "", 30*time.Second, "with --wait: how long to wait for the final outcome")
+	set.Bool(&s.JSON, "json", "", false, "with --wait: print the outcome as one JSON object instead of the task ID")
 }
 
 // usage lists the three forms of the command.
@@ -117,6 +125,12 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if s.Timeout <= 0 {
 		return usageError{fmt.Errorf("--timeout %s: must be positive", s.Timeout)}
 	}
+	if s.Wait && s.WaitTimeout <= 0 {
+		return usageError{fmt.Errorf("--wait-timeout %s: must be positive", s.WaitTimeout)}
+	}
+	if s.JSON && !s.Wait {
+		return usageError{errors.New("--json needs --wait (without it the task ID is the whole answer)")}
+	}
 	// One line of a batch, given as flags: the same request and options.
 	rec := batch.Record{
 		Channel: s.Channel, Phone: s.Phone, CountryCode: s.CountryCode, ClientIP: s.ClientIP, Lang: s.Lang,
@@ -140,7 +154,7 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if err := redisconn.Ping(ctx, rdb, s.RedisURL, s.Timeout); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	// A queue no live worker serves would hold the task forever.
 	served, err := liveServed(rdb)
@@ -150,14 +164,76 @@ func runSingle(ctx context.Context, args []string, getenv func(string) string, s
 	if s.AnyQueue {
 		opts = append(opts, smsq.AllowUnservedQueue())
 	}
-	rc, err := smsq.NewClientFromRedis(rdb, smsq.WithServedQueues(served.names...)).Send(ctx, req, opts...)
+	client := smsq.NewClientFromRedis(rdb, smsq.WithServedQueues(served.names...))
+	defer client.Close()
+	rc, err := client.Send(sctx, req, opts...)
 	if err != nil {
 		return served.unservedError(err)
 	}
-	fmt.Fprintln(stdout, rc.TaskID)
+	if !s.JSON {
+		fmt.Fprintln(stdout, rc.TaskID)
+	}
 	fmt.Fprintf(stderr, "queued %s for %s in queue %s, send by %s\n", rc.Channel, rc.Phone, rc.Queue, rc.SendBy.Format(time.RFC3339))
-	return nil
+	if !s.Wait {
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(ctx, s.WaitTimeout)
+	defer wcancel()
+	o, err := client.Wait(wctx, rc.TaskID)
+	return waitVerdict(o, err, ctx.Err() != nil, s.JSON, stdout, stderr)
 }
+
+// waitVerdict prints what --wait learnt and maps it to the exit status:
+// nil (0) when a code is live for the pair (sent, or deduplicated behind
+// one sent earlier), errNotDelivered (4) for the other final outcomes,
+// errPending (5) when the wait timed out first, another error (1) when it
+// could not learn.
+func waitVerdict(o smsq.Outcome, err error, interrupted, asJSON bool, stdout, stderr io.Writer) error {
+	pending := err != nil && errors.Is(err, context.DeadlineExceeded) && !interrupted
+	if err != nil && !pending {
+		return fmt.Errorf("wait for the outcome: %w", err)
+	}
+	if asJSON {
+		b, jerr := json.Marshal(o)
+		if jerr != nil {
+			return jerr
+		}
+		fmt.Fprintln(stdout, string(b))
+	}
+	if pending {
+		last := ""
+		if o.Last != "" {
+			last = " (latest attempt: " + o.Last + ")"
+		}
+		return verdict{errPending, fmt.Sprintf("task %s has no final outcome yet%s; see enqueue why --task %s", phone.MaskID(o.TaskID), last, phone.MaskID(o.TaskID))}
+	}
+	line := o.State
+	if o.Event.Reason != "" {
+		line += ": " + o.Event.Reason
+	}
+	if o.Event.RequestID != "" {
+		line += " (GenAuth requestId " + o.Event.RequestID + ")"
+	}
+	if o.RetryIn > 0 {
+		line += fmt.Sprintf("; a new code for this phone and channel in %s", o.RetryIn.Round(time.Second))
+	}
+	fmt.Fprintln(stderr, line)
+	switch o.State {
+	case tasks.OutcomeSent, tasks.OutcomeDeduplicated:
+		return nil
+	}
+	return verdict{errNotDelivered, "no code sent: " + o.State}
+}
+
+// verdict is an outcome that sets the exit status (kind), told in its
+// own words.
+type verdict struct {
+	kind error
+	msg  string
+}
+
+func (v verdict) Error() string { return v.msg }
+func (v verdict) Unwrap() error { return v.kind }
 
 // setUsage prints head before the flag defaults in -h output.
 func setUsage(set *config.Set, head string) {
