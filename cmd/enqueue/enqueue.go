@@ -69,8 +69,10 @@ const usage = `usage:
                                          the abuse guard's blocks and counters; lift a block, exempt a number
   enqueue verified --phone P --channel CH
                                          report a code as used (the guard's conversion breaker)
-Run "enqueue batch -h", "enqueue report -h", "enqueue why -h", "enqueue guard -h" or
-"enqueue verified -h" for their flags.
+  enqueue outcomes [--follow] [--group G]
+                                         print the outcome stream as JSON Lines
+Run "enqueue batch -h", "enqueue report -h", "enqueue why -h", "enqueue guard -h",
+"enqueue verified -h" or "enqueue outcomes -h" for their flags.
 
 Flags of the one-code form:
 `
@@ -90,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runGuard(ctx, args[1:], getenv, stdout, stderr)
 		case "verified":
 			return runVerified(ctx, args[1:], getenv, stdout, stderr)
+		case "outcomes":
+			return runOutcomes(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return runSingle(ctx, args, getenv, stdout, stderr)

@@ -5,7 +5,13 @@
 //
 // prints the task ID. Invalid input exits with status 2 and a message
 // naming what is wrong; nothing is queued. An idempotency key already in
-// use exits 3, an unreachable Redis 1.
+// use exits 3, an unreachable Redis 1. With --wait it waits for the final
+// outcome and exits 0 when a code is live, 4 when none was sent, 5 while
+// still pending.
+//
+//	enqueue outcomes [--follow] [--group G]
+//
+// prints the outcome stream as JSON Lines.
 //
 //	enqueue batch [flags] [FILE|-]
 //
