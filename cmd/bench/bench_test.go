@@ -49,6 +49,7 @@ func TestQuickRun(t *testing.T) {
 		"worker.tasksPerSec", "worker.rssMiB", "worker.peakRssMiB",
 		"pickup.idleP50Ms", "pickup.idleP99Ms", "pickup.idleRedisCommandsPerSec",
 		"pickup.loadP50Ms", "pickup.loadP99Ms",
+		"pickup.sendWaitP50Ms", "pickup.sendWaitP99Ms", "pickup.waitAfterCallP50Ms", "pickup.waitAfterCallP99Ms",
 		"pickup.idleFetchLoops", "pickup.idleRedisCommandsPerSecPerFetchLoop",
 		"limiter.workers",
 		"memory.tasks", "memory.pendingBytesPerTask", "memory.retainedBytesPerTask",

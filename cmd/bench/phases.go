@@ -330,6 +330,43 @@ func (b *bench) idleLatency(ctx context.Context, poll time.Duration) ([]float64,
 	return out, nil
 }
 
+// waitLatency sends tasks one at a time as a login page would, Send then
+// Wait for the outcome, and returns each Send+Wait time and the part of it
+// after the fake received the call (the answer, the record, the outcome's
+// announcement and Wait's read), in milliseconds.
+func (b *bench) waitLatency(ctx context.Context, poll time.Duration) (total, after []float64, err error) {
+	b.fake.Reset()
+	c := smsq.NewClientFromRedis(b.rdb)
+	defer c.Close()
+	for k := range b.p.IdleSamples {
+		if err := sleep(ctx, rand.N(2*poll)); err != nil {
+			return nil, nil, err
+		}
+		t0 := time.Now()
+		rc, err := c.Send(ctx, smsq.Request{Channel: benchChannel, Phone: b.phone(), CountryCode: "+86"})
+		if err != nil {
+			return nil, nil, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		o, err := c.Wait(wctx, rc.TaskID)
+		cancel()
+		done := time.Now()
+		if err != nil {
+			return nil, nil, fmt.Errorf("wait for %s: %w", rc.TaskID, err)
+		}
+		if o.State != tasks.OutcomeSent {
+			return nil, nil, fmt.Errorf("task %s: %s, want sent", rc.TaskID, o.State)
+		}
+		reqs := b.fake.Requests()
+		if len(reqs) != k+1 {
+			return nil, nil, fmt.Errorf("%d GenAuth calls after %d tasks", len(reqs), k+1)
+		}
+		total = append(total, ms(done.Sub(t0)))
+		after = append(after, ms(done.Sub(reqs[k].Time)))
+	}
+	return total, after, nil
+}
+
 // loadLatency sends tasks at rate per second for d from a pacer and
 // returns each one's Send-to-call latency in milliseconds.
 func (b *bench) loadLatency(ctx context.Context, rate float64, d time.Duration) ([]float64, error) {
@@ -429,6 +466,13 @@ func (b *bench) workerPhase(ctx context.Context) (workerFigures, pickupFigures, 
 	pf.IdleSamples = len(idle)
 	pf.IdleP50MS, pf.IdleP99MS = percentile(idle, 0.50), percentile(idle, 0.99)
 	pf.PollInterval = lim.poll.String()
+	total, after, err := b.waitLatency(ctx, lim.poll)
+	if err != nil {
+		return wf, pf, fmt.Errorf("send and wait latency: %w", err)
+	}
+	pf.WaitSamples = len(total)
+	pf.SendWaitP50MS, pf.SendWaitP99MS = percentile(total, 0.50), percentile(total, 0.99)
+	pf.AfterCallP50MS, pf.AfterCallP99MS = percentile(after, 0.50), percentile(after, 0.99)
 
 	// Throughput with a slow GenAuth: preload a backlog behind a paused
 	// queue, release it, and time the calls from first to last.

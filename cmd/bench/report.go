@@ -97,6 +97,13 @@ type pickupFigures struct {
 	LoadSamples          int     `json:"loadSamples"`
 	LoadP50MS            float64 `json:"loadP50Ms"`
 	LoadP99MS            float64 `json:"loadP99Ms"`
+	// Send then Wait on an idle worker, one task at a time (a login page):
+	// the whole time, and the part after GenAuth received the call.
+	WaitSamples    int     `json:"waitSamples"`
+	SendWaitP50MS  float64 `json:"sendWaitP50Ms"`
+	SendWaitP99MS  float64 `json:"sendWaitP99Ms"`
+	AfterCallP50MS float64 `json:"waitAfterCallP50Ms"`
+	AfterCallP99MS float64 `json:"waitAfterCallP99Ms"`
 }
 
 // limiterFigures: GenAuth calls of several workers sharing one limit.
@@ -283,6 +290,7 @@ func printTable(w io.Writer, r *report) {
 	pk := r.Pickup
 	row(fmt.Sprintf("pickup latency, idle (poll %s, %d tasks)", pk.PollInterval, pk.IdleSamples), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.IdleP50MS, pk.IdleP99MS), "p99 "+r.target("pickup.idleP99Ms"))
 	row(fmt.Sprintf("pickup latency, %.0f tasks/s, %.0f ms GenAuth", pk.LoadRate, pk.LoadGenAuthLatencyMS), fmt.Sprintf("p50 %.0f ms, p99 %.0f ms", pk.LoadP50MS, pk.LoadP99MS), "")
+	row(fmt.Sprintf("Send + Wait, idle worker (%d tasks)", pk.WaitSamples), fmt.Sprintf("p50 %.1f ms, p99 %.1f ms; after the GenAuth call p50 %.1f ms, p99 %.1f ms", pk.SendWaitP50MS, pk.SendWaitP99MS, pk.AfterCallP50MS, pk.AfterCallP99MS), "")
 	row(fmt.Sprintf("idle worker Redis load, %d fetch loops", pk.IdleFetchLoops), fmt.Sprintf("%.0f commands/s, %.0f per fetch loop", pk.IdleCommandsPerSec, pk.IdleCommandsPerLoop), "per loop "+r.target("pickup.idleRedisCommandsPerSecPerFetchLoop"))
 	l := r.Limiter
 	if l.Available {

@@ -25,6 +25,7 @@ import (
 	"github.com/smsq/smsq/internal/genauth/genauthtest"
 	"github.com/smsq/smsq/internal/history"
 	"github.com/smsq/smsq/internal/logging"
+	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/tasks"
 )
 
@@ -39,7 +40,7 @@ func serverConfig(concurrency int, poll time.Duration) asynq.Config {
 // smsqHandler wires the send handler with the parts the zero-latency phase
 // compares against a no-op: GenAuth client, reservations, history, and one
 // JSON log line per attempt (into io.Discard, so that building it is
-// counted). Unlike cmd/worker it has no rate limiter (the phase measures
+// counted), and the outcome stream's append. Unlike cmd/worker it has no rate limiter (the phase measures
 // with the limit lifted) and no metrics observer.
 func smsqHandler(rdb redis.UniversalClient, fake *genauthtest.Server) (asynq.Handler, error) {
 	client, err := genauth.New(genauth.Config{AppHost: fake.URL(), AppID: fake.AppID()})
@@ -54,8 +55,12 @@ func smsqHandler(rdb redis.UniversalClient, fake *genauthtest.Server) (asynq.Han
 	if err != nil {
 		return nil, err
 	}
+	stream, err := outcome.New(outcome.Config{Client: rdb})
+	if err != nil {
+		return nil, err
+	}
 	log := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Str("component", "handler").Logger()
-	return tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: store, Journal: journal, Logger: &log, JournalOnAsynqRedis: true})
+	return tasks.NewHandler(tasks.HandlerConfig{Sender: client, Reservations: store, Journal: journal, Logger: &log, JournalOnAsynqRedis: true, Outcomes: stream})
 }
 
 // span records when the first task started and the last one ended.
