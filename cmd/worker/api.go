@@ -169,7 +169,9 @@ func (a *apiSurface) serve(s *settings, queues map[string]int, reg prometheus.Re
 	}
 	a.close = append(a.close, rdb.Close)
 	served := slices.Sorted(maps.Keys(queues))
-	opts := []smsq.ClientOption{smsq.WithServedQueues(served...)}
+	// The workers' phone hash key names phones in the abuse guard's keys,
+	// for POST /v1/verifications.
+	opts := []smsq.ClientOption{smsq.WithServedQueues(served...), smsq.WithPhoneHashKey([]byte(s.PhoneHashKey))}
 	if a.tracer != nil {
 		opts = append(opts, smsq.WithTracerProvider(a.tracer))
 	}
@@ -178,7 +180,7 @@ func (a *apiSurface) serve(s *settings, queues map[string]int, reg prometheus.Re
 	a.close = append([]func() error{client.Close}, a.close...)
 	log := a.log.With().Str("component", "api").Logger()
 	h, err := api.New(api.Config{
-		Enqueuer: client, Outcomes: client, Redis: rdb, Keys: a.keys, RateLimit: a.limit, Served: served,
+		Enqueuer: client, Outcomes: client, Verifier: client, Redis: rdb, Keys: a.keys, RateLimit: a.limit, Served: served,
 		Timeout: s.APITimeout, Log: &log, Registerer: reg,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/genauth"
 	"github.com/smsq/smsq/internal/phone"
 	"github.com/smsq/smsq/internal/tasks"
 )
@@ -252,13 +253,74 @@ type verificationRequest struct {
 	Channel          string `json:"channel"`
 }
 
-// postVerification takes a conversion report.
+// verificationReceipt is the answer to POST /v1/verifications.
+type verificationReceipt struct {
+	Phone   string `json:"phone"`
+	Channel string `json:"channel"`
+	Status  string `json:"status"`
+}
+
+// postVerification takes a conversion report: the code sent to the phone
+// on the channel was used.
 func (s *Server) postVerification(w *response, r *http.Request) {
 	if s.cfg.Verifier == nil {
 		writeProblem(w, problem(kindNotImplemented, "", "this server has no abuse guard to report verifications to"))
 		return
 	}
-	writeProblem(w, problem(kindNotImplemented, "", "this server has no abuse guard to report verifications to"))
+	if !requireJSON(w, r) {
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	var req verificationRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			field, _, _ := strings.Cut(te.Field, ".")
+			invalid(w, &fieldError{field, fmt.Sprintf("%s: want a string, got %s", field, te.Value)})
+		case errors.As(err, &te):
+			invalid(w, &fieldError{"", "body: want a JSON object, got " + te.Value})
+		default:
+			invalid(w, &fieldError{"", "body: not JSON: " + phone.MaskText(err.Error())})
+		}
+		return
+	}
+	if req.PhoneNumber == "" {
+		invalid(w, &fieldError{"phoneNumber", "phoneNumber: required"})
+		return
+	}
+	if req.Channel == "" {
+		invalid(w, &fieldError{"channel", "channel: required"})
+		return
+	}
+	n, err := phone.Parse(req.PhoneNumber, req.PhoneCountryCode)
+	if err != nil {
+		invalid(w, &fieldError{"phoneNumber", "phoneNumber: " + phone.MaskText(err.Error())})
+		return
+	}
+	ch, err := genauth.ParseChannel(req.Channel)
+	if err != nil {
+		invalid(w, &fieldError{"channel", "channel: " + phone.MaskText(err.Error())})
+		return
+	}
+	ctx := r.Context()
+	if err := s.cfg.Verifier.Verified(ctx, n.E164, string(ch)); err != nil {
+		if errors.Is(err, smsq.ErrInvalidRequest) {
+			invalid(w, &fieldError{"channel", strings.TrimPrefix(phone.MaskText(err.Error()), smsq.ErrInvalidRequest.Error()+": ")})
+			return
+		}
+		s.log.Warn().Err(err).Str("route", w.route).Msg("api: cannot record a verification")
+		k, detail := kindUnavailable, "Redis did not take the report; retry it"
+		if ctx.Err() != nil {
+			k = kindTimeout
+		}
+		writeProblem(w, problem(k, "", detail))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, verificationReceipt{Phone: n.Masked(), Channel: string(ch), Status: "recorded"})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smsq/smsq"
+	"github.com/smsq/smsq/internal/guard"
 	"github.com/smsq/smsq/internal/tasks"
 )
 
@@ -343,6 +344,49 @@ func TestVerificationsNotImplemented(t *testing.T) {
 	h := newHarness(t, nil)
 	resp, data := h.do(http.MethodPost, "/v1/verifications", billingSecret, "application/json", `{"phoneNumber":"`+testPhone+`","channel":"CHANNEL_LOGIN"}`)
 	wantStatus(t, resp, data, http.StatusNotImplemented)
+}
+
+// A verification report reaches the abuse guard (its channel joins the
+// channels the conversion breaker judges); bad input names the field and
+// records nothing; the answer never holds the number.
+func TestVerifications(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Verifier = nil })
+	h = newHarnessOn(t, h.redis, h.rdb, func(c *Config) { c.Verifier = h.sc })
+	ctx := context.Background()
+	channels := guard.ChannelsKey(guard.DefaultPrefix)
+	for _, tc := range []struct{ body, field string }{
+		{`{"channel":"CHANNEL_LOGIN"}`, "phoneNumber"},
+		{`{"phoneNumber":"` + testPhone + `"}`, "channel"},
+		{`{"phoneNumber":"12","channel":"CHANNEL_LOGIN"}`, "phoneNumber"},
+		{`{"phoneNumber":"` + testPhone + `","channel":"CHANNEL_NOPE"}`, "channel"},
+		{`{"phoneNumber":13800138000,"channel":"CHANNEL_LOGIN"}`, "phoneNumber"},
+		{`[]`, ""},
+		{`{"phoneNumber":`, ""},
+	} {
+		resp, data := h.do(http.MethodPost, "/v1/verifications", billingSecret, "application/json", tc.body)
+		wantStatus(t, resp, data, http.StatusBadRequest)
+		if p := decode[map[string]any](t, data); tc.field != "" && p["field"] != tc.field {
+			t.Errorf("%s: problem %s, want field %s", tc.body, data, tc.field)
+		}
+		if strings.Contains(string(data), "13800138000") {
+			t.Errorf("%s: answer shows the number: %s", tc.body, data)
+		}
+	}
+	if n, _ := h.rdb.Exists(ctx, channels).Result(); n != 0 {
+		t.Fatal("a refused report reached the guard")
+	}
+	resp, data := h.do(http.MethodPost, "/v1/verifications", billingSecret, "application/json", `{"phoneNumber":"138 0013 8000","phoneCountryCode":"+86","channel":"CHANNEL_LOGIN"}`)
+	wantStatus(t, resp, data, http.StatusAccepted)
+	got := decode[map[string]any](t, data)
+	if got["phone"] != "+86 138****8000" || got["channel"] != "CHANNEL_LOGIN" || got["status"] != "recorded" {
+		t.Fatalf("receipt %s", data)
+	}
+	if v, err := h.rdb.HExists(ctx, channels, "CHANNEL_LOGIN").Result(); err != nil || !v {
+		t.Fatalf("guard channels: %v, %v; want CHANNEL_LOGIN reported", v, err)
+	}
+	// No key: 401, as for every route.
+	resp, data = h.do(http.MethodPost, "/v1/verifications", "", "application/json", `{"phoneNumber":"`+testPhone+`","channel":"CHANNEL_LOGIN"}`)
+	wantStatus(t, resp, data, http.StatusUnauthorized)
 }
 
 // A client that sends its headers and then trickles (or withholds) the

@@ -101,6 +101,12 @@ const results = r.text.trim().split('\n').map((l) => JSON.parse(l));
 check(r.status === 200 && results.map((x) => `${x.line}:${x.status}`).join(' ') === '1:enqueued 2:invalid 3:duplicate 4:invalid',
   `batch: ${r.status} ${r.text}`);
 
+// The code was used: a conversion report for the abuse guard.
+r = await call('POST', '/v1/verifications', { body: JSON.stringify({ phoneNumber: phoneA, channel: 'CHANNEL_LOGIN' }), type: json });
+check(r.status === 202 && r.json.status === 'recorded' && r.json.channel === 'CHANNEL_LOGIN' && r.json.phone === '+86 138****8000',
+  `verification: ${r.status} ${r.text}`);
+r = await call('POST', '/v1/verifications', { body: JSON.stringify({ phoneNumber: phoneA, channel: 'CHANNEL_NOPE' }), type: json });
+check(r.status === 400 && r.json.field === 'channel', `bad verification: ${r.status} ${r.text}`);
 
 if (failures.length > 0) {
   console.error(`FAIL: ${failures.length} checks failed`);
