@@ -307,6 +307,9 @@ func queriedMetrics(t *testing.T) map[string][]string {
 	return out
 }
 
+// apiSecret is the scraped worker's HTTP API key.
+const apiSecret = "obs-api-key-0123456789abcdef"
+
 // prometheusMade are series Prometheus itself makes, not the worker.
 var prometheusMade = map[string]bool{"up": true, "ALERTS": true}
 
@@ -323,19 +326,45 @@ func startScrapedWorker(t *testing.T, name string) (*workertest.Process, string)
 	}))
 	t.Cleanup(hook.Close)
 	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
 	env := append(workertest.Env(rdb.URL(), fake, time.Minute),
 		"SMSQ_HTTP_ADDR="+addr,
 		"SMSQ_WEBHOOK_URL="+hook.URL+"/smsq",
 		"SMSQ_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 		"SMSQ_WEBHOOK_ALLOW_PRIVATE=true",
+		// The abuse guard and the HTTP API, so that their metrics exist.
+		"SMSQ_GUARD_MODE=enforce",
+		"SMSQ_API_ADDR="+apiAddr,
+		"SMSQ_API_KEYS=ops:"+apiSecret,
 	)
 	w := workertest.Start(t, name, workertest.Binary(t, false), filepath.Join(t.TempDir(), name+".log"), env)
 	t.Cleanup(func() { workertest.Stop(w) })
 	w.WaitLog(t, "worker started", 60*time.Second)
-	// asynq's queue metrics exist once a queue does.
+	// asynq's queue metrics exist once a queue does; the guard's
+	// conversion figures once a channel reports verified codes.
 	c := smsq.NewClientFromRedis(rdb.Client())
-	if _, err := c.Send(context.Background(), smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "+8613800138000"}); err != nil {
+	ctx := context.Background()
+	if err := c.Verified(ctx, "+8613800138000", "CHANNEL_LOGIN"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, smsq.Request{Channel: "CHANNEL_LOGIN", Phone: "+8613800138000"}); err != nil {
+		t.Fatal(err)
+	}
+	// The API's request and batch-line counters exist once used.
+	req, err := http.NewRequest(http.MethodPost, "http://"+apiAddr+"/v1/sms/batch", strings.NewReader(`{"channel":"CHANNEL_REGISTER","phoneNumber":"+8613900139000"}`+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiSecret)
+	req.Header.Set("Content-Type", "application/jsonl")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/sms/batch: %s", resp.Status)
 	}
 	workertest.WaitFor(t, 30*time.Second, func() (bool, string) {
 		names, err := scrape(addr)
