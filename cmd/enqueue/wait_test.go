@@ -98,6 +98,31 @@ func TestSingleWait(t *testing.T) {
 		t.Fatalf("pending: exit %d, stdout %q: %v", r.code, r.stdout, r.err)
 	}
 
+	// The worker process appended each final outcome to the stream once;
+	// the pending task has none.
+	r = runCmd(t, url, "", "outcomes")
+	seen := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var e struct {
+			TaskID  string `json:"taskId"`
+			Outcome string `json:"outcome"`
+		}
+		decodeJSON(t, l, &e)
+		if _, dup := seen[e.TaskID]; dup {
+			t.Errorf("task %s appended twice", e.TaskID)
+		}
+		seen[e.TaskID] = e.Outcome
+	}
+	want := map[string]string{"w-sent": "sent", "w-dup": "deduplicated", "w-text": "deduplicated", "w-failed": "failed"}
+	if len(seen) != len(want) {
+		t.Errorf("stream %v, want %v", seen, want)
+	}
+	for id, o := range want {
+		if seen[id] != o {
+			t.Errorf("stream: task %s %q, want %q", id, seen[id], o)
+		}
+	}
+
 	for _, args := range [][]string{
 		{"--channel", "CHANNEL_LOGIN", "--phone", ph, "--json"},
 		{"--channel", "CHANNEL_LOGIN", "--phone", ph, "--wait", "--wait-timeout", "0s"},

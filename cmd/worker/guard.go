@@ -10,13 +10,14 @@ import (
 
 	"github.com/smsq/smsq/internal/dedupe"
 	"github.com/smsq/smsq/internal/guard"
+	"github.com/smsq/smsq/internal/outcome"
 	"github.com/smsq/smsq/internal/phone"
 	"github.com/smsq/smsq/internal/tasks"
 )
 
 // newGuard builds the abuse guard from the settings and publishes them for
 // Client.Check and enqueue guard; nil when every rule is off.
-func newGuard(ctx context.Context, s *settings, rdb redis.UniversalClient, store *dedupe.Store, log zerolog.Logger) (*guard.Guard, error) {
+func newGuard(ctx context.Context, s *settings, rdb redis.UniversalClient, store *dedupe.Store, stream *outcome.Stream, log zerolog.Logger) (*guard.Guard, error) {
 	cfg, err := s.Guard.Config(func(v string) (string, error) {
 		n, err := phone.Parse(v, "")
 		return n.E164, err
@@ -36,6 +37,16 @@ func newGuard(ctx context.Context, s *settings, rdb redis.UniversalClient, store
 	g.OnBudgetWarning(func(w guard.BudgetWarning) {
 		glog.Warn().Str("rule", guard.RuleBudget).Str("window", w.Limit.String()).Int("used", w.Used).
 			Time("window_ends", w.Ends).Msgf("SMS budget %d%% used: sends stop when it is spent", int(guard.WarnAt*100))
+		// On the outcome stream too, for its consumers; off the send path.
+		e := outcome.Event{V: outcome.Version, Kind: outcome.KindBudgetWarning, Budget: w.Limit.String(), Used: int64(w.Used),
+			WindowEndsAt: w.Ends, FinishedAt: time.Now().UTC()}
+		go func() {
+			wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := stream.Warn(wctx, e); err != nil {
+				glog.Warn().Err(err).Msg("cannot append the budget warning to the outcome stream")
+			}
+		}()
 	})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

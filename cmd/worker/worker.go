@@ -349,13 +349,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rateLimiter = tracing.RateLimiter(rateLimiter)
 		}
 	}
-	abuse, err := newGuard(ctx, &s, rdb, store, log)
-	if err != nil {
-		return err
-	}
-	if abuse != nil {
-		obs.Registry().MustRegister(abuse.Collector())
-	}
 	outcomes, err := outcome.New(outcome.Config{Client: rdb, MaxLen: streamMaxLen})
 	if err != nil {
 		return err
@@ -363,6 +356,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := outcomes.Load(ctx); err != nil {
 		// Not fatal: the first append loads it.
 		log.Warn().Err(err).Msg("cannot load the outcome stream script")
+	}
+	abuse, err := newGuard(ctx, &s, rdb, store, outcomes, log)
+	if err != nil {
+		return err
+	}
+	if abuse != nil {
+		obs.Registry().MustRegister(abuse.Collector())
 	}
 	handlerLog := log.With().Str("component", "handler").Logger()
 	handler, err := tasks.NewHandler(tasks.HandlerConfig{

@@ -71,7 +71,20 @@ type Event struct {
 	FinishedAt time.Time `json:"finishedAt"`
 	// Sandbox is set when the worker sent to its built-in fake GenAuth.
 	Sandbox bool `json:"sandbox,omitempty"`
+
+	// Kind is empty for a task's final outcome. KindBudgetWarning marks
+	// the abuse guard's warning that a budget window crossed 80 %: it has
+	// no task, outcome or phone, but Budget (the window's limit, "50000/d"),
+	// Used (sends counted in it) and WindowEndsAt; FinishedAt is when it
+	// was crossed.
+	Kind         string    `json:"kind,omitempty"`
+	Budget       string    `json:"budget,omitempty"`
+	Used         int64     `json:"used,omitempty"`
+	WindowEndsAt time.Time `json:"windowEndsAt,omitzero"`
 }
+
+// KindBudgetWarning is Event.Kind of a budget warning.
+const KindBudgetWarning = "budget-warning"
 
 // StreamKey is the outcome stream. SeenKey, in the same Cluster slot,
 // remembers which tasks were appended.
@@ -124,6 +137,12 @@ func (e Event) Fields() []any {
 	f = append(f, "finishedAt", e.FinishedAt.UTC().Format(timeLayout))
 	if e.Sandbox {
 		f = append(f, "sandbox", "true")
+	}
+	add("kind", e.Kind)
+	add("budget", e.Budget)
+	num("used", e.Used)
+	if !e.WindowEndsAt.IsZero() {
+		f = append(f, "windowEndsAt", e.WindowEndsAt.UTC().Format(timeLayout))
 	}
 	return f
 }
@@ -178,13 +197,17 @@ func Parse(values map[string]any) (Event, error) {
 	e.EnqueuedAt = when("enqueuedAt")
 	e.FinishedAt = when("finishedAt")
 	e.Sandbox = str("sandbox") == "true"
+	e.Kind = str("kind")
+	e.Budget = str("budget")
+	e.Used = atoi("used")
+	e.WindowEndsAt = when("windowEndsAt")
 	if e.V == 0 {
 		errs = append(errs, "v: missing")
 	}
-	if e.TaskID == "" {
+	if e.TaskID == "" && e.Kind == "" {
 		errs = append(errs, "taskId: missing")
 	}
-	if e.Outcome == "" {
+	if e.Outcome == "" && e.Kind == "" {
 		errs = append(errs, "outcome: missing")
 	}
 	if len(errs) > 0 {
@@ -304,6 +327,23 @@ func (s *Stream) Append(ctx context.Context, e Event, collision string) (string,
 func (s *Stream) AppendIn(ctx context.Context, p redis.Pipeliner, e Event, collision string) *redis.Cmd {
 	keys, argv := s.args(e, collision, time.Now())
 	return appendScript.EvalSha(ctx, p, keys, argv...)
+}
+
+// Warn appends e, an event of another Kind than a task's outcome (a
+// budget warning), as it is: no seen set, no announcement. With the
+// stream off it appends nothing.
+func (s *Stream) Warn(ctx context.Context, e Event) (string, error) {
+	if !s.Enabled() {
+		return "", nil
+	}
+	if e.Kind == "" {
+		return "", errors.New("outcome: Warn: an event without a Kind is a task's outcome: Append it")
+	}
+	id, err := s.c.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey(s.prefix), MaxLen: s.maxLen, Approx: true, Values: e.Fields()}).Result()
+	if err != nil {
+		return "", fmt.Errorf("outcome: append %s: %w", e.Kind, err)
+	}
+	return id, nil
 }
 
 // Load loads the append script into Redis's script cache.

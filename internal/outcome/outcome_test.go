@@ -170,3 +170,38 @@ func TestAppendTrimsApproximately(t *testing.T) {
 		t.Fatalf("stream holds %d entries after 1000 appends with MaxLen 100", n)
 	}
 }
+
+// A budget warning is an entry of its own kind: no task, outcome or
+// phone, the budget's figures; it parses back, and an entry with neither a
+// kind nor a task still does not.
+func TestBudgetWarningEntry(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	ctx := context.Background()
+	s, err := New(Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Warn(ctx, sample()); err == nil {
+		t.Fatal("Warn took a task's outcome")
+	}
+	ends := time.UnixMilli(1_700_086_400_000).UTC()
+	w := Event{V: Version, Kind: KindBudgetWarning, Budget: "50000/d", Used: 40000, WindowEndsAt: ends, FinishedAt: ends.Add(-time.Hour)}
+	if _, err := s.Warn(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := rdb.XRange(ctx, StreamKey(DefaultPrefix), "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("entries %v, %v", msgs, err)
+	}
+	got, err := Parse(msgs[0].Values)
+	if err != nil || got != w {
+		t.Fatalf("parsed %+v, %v; want %+v", got, err, w)
+	}
+	if _, err := Parse(map[string]any{"v": "1", "budget": "5/d"}); err == nil {
+		t.Fatal("an entry with no kind and no task parsed")
+	}
+	off, _ := New(Config{Client: rdb, MaxLen: -1})
+	if id, err := off.Warn(ctx, w); err != nil || id != "" {
+		t.Fatalf("stream off: Warn = %q, %v; want nothing appended", id, err)
+	}
+}

@@ -284,6 +284,11 @@ func (f *Fanout) fanout(ctx context.Context, m redis.XMessage) error {
 		return nil
 	}
 	e, err := outcome.Parse(m.Values)
+	if err == nil && e.Kind != "" {
+		// Not a task's outcome (a budget warning): no sms.* webhook.
+		f.metrics.event(EventFiltered)
+		return nil
+	}
 	if err == nil {
 		var msg Message
 		if msg, err = NewMessage(e); err == nil {
