@@ -55,6 +55,8 @@ func FuzzHandlers(f *testing.F) {
 		{2, "", "good", "", "wait=1ms", ""},
 		{3, "", "none", "", "", ""},
 		{4, "application/json", "good", "", "", "[]"},
+		{5, "application/json", "good", "", "", `{"phoneNumber":"+8613800138000","channel":"CHANNEL_LOGIN"}`},
+		{5, "application/json", "good", "", "", `{"phoneNumber":"138 0013 8000","phoneCountryCode":"+86","channel":"c613800138000"}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.ctype, s.auth, s.key, s.query, []byte(s.body))
@@ -72,12 +74,12 @@ func FuzzHandlers(f *testing.F) {
 			return smsq.Outcome{TaskID: id, State: smsq.StatePending}, nil
 		},
 	}
-	api, err := New(Config{Enqueuer: enq, Outcomes: pending, Redis: rdb, Keys: testKeys(f), Registerer: prometheus.NewRegistry()})
+	api, err := New(Config{Enqueuer: enq, Outcomes: pending, Verifier: sc, Redis: rdb, Keys: testKeys(f), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		f.Fatal(err)
 	}
 	rt := router(f)
-	paths := []string{"/v1/sms", "/v1/sms/batch", "/v1/sms/k-1", "/v1/openapi.json", "/v1/sms/"}
+	paths := []string{"/v1/sms", "/v1/sms/batch", "/v1/sms/k-1", "/v1/openapi.json", "/v1/sms/", "/v1/verifications"}
 	f.Fuzz(func(t *testing.T, route uint8, ctype, auth, key, query string, body []byte) {
 		method := http.MethodPost
 		path := paths[int(route)%len(paths)]
@@ -126,6 +128,11 @@ func FuzzHandlers(f *testing.F) {
 		case path == "/v1/sms/batch" && rec.Code == http.StatusOK:
 			if n := int64(strings.Count(string(out), `"status":"enqueued"`)); n != queued {
 				t.Fatalf("batch reported %d enqueued, %d queued:\n%s", n, queued, out)
+			}
+		case path == "/v1/verifications":
+			// A report queues nothing, whatever it answers.
+			if queued != 0 {
+				t.Fatalf("a verification report queued %d tasks: %s", queued, out)
 			}
 		case rec.Code == http.StatusAccepted && rec.Header().Get("Idempotent-Replayed") == "":
 			if queued != 1 {

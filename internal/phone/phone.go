@@ -188,7 +188,8 @@ func MaskText(s string) string {
 		b.WriteString(s[last:m[0]])
 		last = m[1]
 		if l, r := tokenAround(s, m[0], m[1]); hasLetter(s[l:r]) {
-			b.WriteString(maskInID(run, isHexToken(s[l:r])))
+			tok := s[l:r]
+			b.WriteString(maskInID(run, isHexToken(tok), !hexUUID.MatchString(tok)))
 			continue
 		}
 		if countDigits(run) < 7 {
@@ -213,7 +214,7 @@ func MaskText(s string) string {
 func MaskID(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	mask := func(part string) string {
-		return phoneLike.ReplaceAllStringFunc(part, func(run string) string { return maskInID(run, true) })
+		return phoneLike.ReplaceAllStringFunc(part, func(run string) string { return maskInID(run, true, true) })
 	}
 	uuids := hexUUID.FindAllStringIndex(s, -1)
 	if uuids == nil {
@@ -246,10 +247,11 @@ func maskRun(run string) string {
 
 // maskInID masks a phone-like run found inside an ID. In a hex ID (a UUID,
 // a request ID) digit runs are hex by chance, so they are masked only when
-// they, or the run as a whole, parse as a phone number. In any other ID
+// they, or the run as a whole, parse as a phone number, or (deep) when a
+// number is hidden inside a longer run ("C613800138000"). In any other ID
 // ("login_13800138008_1") a run of seven digits or more is masked as in
 // free text.
-func maskInID(run string, hex bool) string {
+func maskInID(run string, hex, deep bool) string {
 	if !hex {
 		if countDigits(run) < 7 {
 			return run
@@ -264,7 +266,7 @@ func maskInID(run string, hex bool) string {
 	flush := func(end int) {
 		if start >= 0 {
 			d := run[start:end]
-			if isPhone(d) {
+			if isPhone(d) || deep && hidesPhone(d) {
 				d = maskRun(d)
 			}
 			b.WriteString(d)
@@ -295,6 +297,23 @@ func isPhone(s string) bool {
 	for _, in := range []string{d, "+" + d} {
 		if n, err := phonenumbers.Parse(in, "CN"); err == nil && phonenumbers.IsValidNumber(n) {
 			return true
+		}
+	}
+	return false
+}
+
+// hidesPhone reports whether a run of more than seven digits holds a
+// valid number (as isPhone reads one) inside it, not at its ends only.
+func hidesPhone(s string) bool {
+	d := Digits(s)
+	if len(d) <= 7 || len(d) > 32 || strings.Trim(d, "0123456789") != "" {
+		return false
+	}
+	for i := 0; i+7 <= len(d); i++ {
+		for j := min(len(d), i+17); j >= i+7; j-- {
+			if (i > 0 || j < len(d)) && isPhone(d[i:j]) {
+				return true
+			}
 		}
 	}
 	return false

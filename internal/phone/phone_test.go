@@ -174,6 +174,9 @@ func TestMaskTextForms(t *testing.T) {
 		{"cafe_8613800138000", "cafe_861******8000"},
 		{"login_１３８００１３８０２０", "login_１３８****８０２０"},
 		{"queue13800138040", "queue138****8040"},
+		// A number hidden inside a longer run of a hex-looking token.
+		{`channel: "C613800138000" is not one of`, `channel: "C613*****8000" is not one of`},
+		{"beef9913800138000", "beef991******8000"},
 	}
 	for _, tt := range tests {
 		if got := MaskText(tt.in); got != tt.want {
@@ -229,6 +232,7 @@ func TestMaskID(t *testing.T) {
 		"uk-447911123456":                      "uk-447*****3456",
 		"reg-138/0013/8021":                    "reg-138/****/8021",
 		"q-١٣٨٠٠١٣٨٠٣٢":                        "q-١٣٨****٨٠٣٢",
+		"C613800138000":                        "C613*****8000",
 	}
 	for in, want := range tests {
 		if got := MaskID(in); got != want {
