@@ -166,18 +166,19 @@ const followBlock = 2 * time.Second
 // plain reads the stream from from (default its oldest entry) without a
 // group: XRANGE to the end, then with --follow XREAD BLOCK from there.
 func (r *outcomeReader) plain(ctx context.Context, from string) error {
-	start := from
-	if start == "" || start == "0" {
-		start = "-"
-	}
-	last := ""
-	if start == "$" {
+	// last is where XREAD goes on from: the last entry printed, else
+	// before the first one asked for (so that an entry appended between
+	// the XRANGE and the XREAD is not missed), or "$" for new ones only.
+	start, last := from, from
+	switch from {
+	case "", "0":
+		start, last = "-", "0-0"
+	case "$":
 		if !r.s.Follow {
 			return nil
 		}
-		last = "$"
 	}
-	for last != "$" {
+	for start != "$" {
 		cctx, cancel := r.timed(ctx, 0)
 		msgs, err := r.rdb.XRangeN(cctx, r.key, start, "+", outcomeBatch).Result()
 		cancel()
@@ -197,12 +198,6 @@ func (r *outcomeReader) plain(ctx context.Context, from string) error {
 	}
 	if !r.s.Follow {
 		return nil
-	}
-	if last == "" {
-		last = "$"
-		if from != "" && from != "0" {
-			last = from
-		}
 	}
 	for ctx.Err() == nil {
 		cctx, cancel := r.timed(ctx, followBlock)
@@ -246,9 +241,11 @@ func (r *outcomeReader) group(ctx context.Context, from string) error {
 		// An existing group keeps its own position.
 		fmt.Fprintf(r.stderr, "enqueue outcomes: group %s exists; --from is ignored, it goes on where it was\n", r.s.Group)
 	}
-	id := "0" // this consumer's pending entries, then ">"
+	// "0" reads this consumer's pending entries (acknowledged ones leave
+	// them); once none is left, ">" reads new ones.
+	id := "0"
 	for ctx.Err() == nil {
-		block := time.Duration(-1) // no BLOCK: return at once
+		block := time.Duration(-1) // no BLOCK: answer at once
 		if id == ">" && r.s.Follow {
 			block = followBlock
 		}
@@ -256,34 +253,25 @@ func (r *outcomeReader) group(ctx context.Context, from string) error {
 		streams, err := r.rdb.XReadGroup(cctx, &redis.XReadGroupArgs{Group: r.s.Group, Consumer: r.s.Consumer,
 			Streams: []string{r.key, id}, Count: outcomeBatch, Block: block}).Result()
 		cancel()
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return nil
-		case errors.Is(err, redis.Nil):
-			if id == ">" && r.s.Follow {
-				continue
-			}
-			if id == "0" {
-				id = ">"
-				continue
-			}
-			return nil
-		case err != nil:
+		}
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("read the outcome stream as group %q: %w", r.s.Group, err)
 		}
 		var msgs []redis.XMessage
 		for _, st := range streams {
 			msgs = append(msgs, st.Messages...)
 		}
-		if len(msgs) == 0 {
-			if id == "0" {
-				id = ">"
-				continue
-			}
-			if !r.s.Follow {
-				return nil
-			}
+		switch {
+		case len(msgs) > 0:
+		case id == "0":
+			id = ">"
 			continue
+		case r.s.Follow:
+			continue
+		default:
+			return nil
 		}
 		if r.s.Count > 0 && len(msgs) > r.s.Count-r.printed {
 			msgs = msgs[:r.s.Count-r.printed]
@@ -305,8 +293,6 @@ func (r *outcomeReader) group(ctx context.Context, from string) error {
 		if done {
 			return nil
 		}
-		// With "0" the next read gets the pending entries left, the
-		// acknowledged ones gone.
 	}
 	return nil
 }

@@ -41,23 +41,29 @@ func (e *fieldError) Error() string { return e.msg }
 // fault (a value of the wrong type) or the body (not an object).
 func decodeRequest(data []byte) (smsRequest, error) {
 	var r smsRequest
-	err := json.Unmarshal(data, &r)
+	return r, decodeObject(data, &r)
+}
+
+// decodeObject parses one JSON object of string fields into v, with
+// decodeRequest's errors.
+func decodeObject(data []byte, v any) error {
+	err := json.Unmarshal(data, v)
 	if err == nil {
-		return r, nil
+		return nil
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field == "" {
-			return r, &fieldError{"", "body: want a JSON object, got " + te.Value}
+			return &fieldError{"", "body: want a JSON object, got " + te.Value}
 		}
 		field, _, _ := strings.Cut(te.Field, ".")
-		return r, &fieldError{field, fmt.Sprintf("%s: want a string, got %s", field, te.Value)}
+		return &fieldError{field, fmt.Sprintf("%s: want a string, got %s", field, te.Value)}
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return r, &fieldError{"", fmt.Sprintf("body: not JSON: %s at byte %d", se.Error(), se.Offset)}
+		return &fieldError{"", fmt.Sprintf("body: not JSON: %s at byte %d", se.Error(), se.Offset)}
 	}
-	return r, &fieldError{"", "body: " + phone.MaskText(err.Error())}
+	return &fieldError{"", "body: " + phone.MaskText(err.Error())}
 }
 
 // record turns a request into a batch record (line is its line number,

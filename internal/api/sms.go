@@ -275,17 +275,8 @@ func (s *Server) postVerification(w *response, r *http.Request) {
 		return
 	}
 	var req verificationRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			field, _, _ := strings.Cut(te.Field, ".")
-			invalid(w, &fieldError{field, fmt.Sprintf("%s: want a string, got %s", field, te.Value)})
-		case errors.As(err, &te):
-			invalid(w, &fieldError{"", "body: want a JSON object, got " + te.Value})
-		default:
-			invalid(w, &fieldError{"", "body: not JSON: " + phone.MaskText(err.Error())})
-		}
+	if err := decodeObject(body, &req); err != nil {
+		invalid(w, err)
 		return
 	}
 	if req.PhoneNumber == "" {

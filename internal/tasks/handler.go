@@ -682,7 +682,7 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 		e.Collision = a.ident.Hash
 	}
 	oe := outcomeEntry{collision: e.Collision}
-	if final {
+	if final && h.outcomes != nil {
 		ev := r.Event(a.id, a.phoneHash)
 		oe.event = &ev
 	}
@@ -714,9 +714,11 @@ func (h *Handler) record(ctx context.Context, a *attempt, outcome string, final 
 	}
 	if recErr == nil && appErr != nil {
 		recErr = errAppend(appErr)
-		if a.lastTry {
-			// asynq ends the task whatever is returned, and no redelivery
-			// will append: keep the append until Redis takes it.
+		if a.lastTry || ret != nil {
+			// asynq ends the task (completed on its last try, archived
+			// with ret) whatever is returned, and no redelivery will
+			// append: keep the append until Redis takes it. Otherwise the
+			// error below makes asynq run the task again, which appends.
 			h.keepAppend(a, oe)
 		}
 	}
@@ -869,8 +871,10 @@ func (h *Handler) keep(ctx context.Context, a *attempt, e history.Entry, oe outc
 	w := h.pending.add(a.id, e.Outcome, a.log, func(ctx context.Context) error {
 		jerr, markErr, resErr, appErr := h.writeRecord(ctx, a, e, oe, unknownAttempt)
 		if jerr == nil && appErr != nil {
-			// The entry is written; a redelivery appends the outcome again.
-			h.limited(a.log.Warn().Err(appErr), "cannot append outcome to the outcome stream")
+			// The entry is written and the task completes with it: keep
+			// the append on its own until Redis takes it.
+			h.limited(a.log.Warn().Err(appErr), "cannot append outcome to the outcome stream; keeping it")
+			h.keepAppend(a, oe)
 		}
 		if jerr == nil {
 			*resultErr = resErr

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,9 @@ type streamRig struct {
 	hist  *history.Store
 	resv  *dedupe.Store
 	calls atomic.Int32
-	tasks map[string]*asynq.Task
+	// refuse makes GenAuth refuse every call for good (statusCode 400).
+	refuse atomic.Bool
+	tasks  map[string]*asynq.Task
 }
 
 func newStreamRig(t *testing.T) *streamRig {
@@ -45,6 +48,9 @@ func newStreamRig(t *testing.T) *streamRig {
 	}
 	sender := &fakeSender{SendSMSFunc: func(context.Context, genauth.SendSMSRequest) (*genauth.Response, error) {
 		n := r.calls.Add(1)
+		if r.refuse.Load() {
+			return nil, genauthErr(400)
+		}
 		return &genauth.Response{HTTPStatus: 200, StatusCode: 200, RequestID: "req-" + string(rune('a'+n-1))}, nil
 	}}
 	r.h, err = NewHandler(HandlerConfig{Sender: sender, Reservations: r.resv, Journal: r.hist, JournalOnAsynqRedis: true, Outcomes: s})
@@ -232,5 +238,28 @@ func TestAppendRefusedIsRetried(t *testing.T) {
 	}
 	if got := r.entries(t)["t-last"]; len(got) != 1 || got[0].Outcome != OutcomeSent {
 		t.Fatalf("entries %+v; want sent once", got)
+	}
+
+	// A task archived on its first try (GenAuth refused for good) is not
+	// run again either: its append is kept the same way.
+	if err := r.rc.Set(ctx, key, "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.refuse.Store(true)
+	if err := r.run(t, "t-failed", "13800138007", false); err == nil || !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("refused send: %v; want the task archived", err)
+	}
+	if err := r.rc.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for len(r.entries(t)["t-failed"]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the kept append of the archived task never reached the stream")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := r.entries(t)["t-failed"]; len(got) != 1 || got[0].Outcome != OutcomeFailed || got[0].StatusCode != 400 {
+		t.Fatalf("entries %+v; want failed once, statusCode 400", got)
 	}
 }

@@ -237,7 +237,8 @@ func TestPrivateRefusedAtDelivery(t *testing.T) {
 	}
 }
 
-// Filtered outcomes are acknowledged without a task.
+// Filtered outcomes, and entries that are not a task's outcome, are
+// acknowledged without a task.
 func TestFilter(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t, nil)
@@ -246,6 +247,10 @@ func TestFilter(t *testing.T) {
 	r.append(t, event("a", "sent"))
 	r.append(t, event("b", "failed"))
 	r.append(t, event("c", "deduplicated"))
+	// Not a task's outcome: never an sms.* webhook, whatever the filter.
+	if _, err := r.stream.Warn(context.Background(), outcome.Event{V: outcome.Version, Kind: outcome.KindBudgetWarning, Budget: "5/d", Used: 4, FinishedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 20*time.Second, func() (bool, string) {
 		p, err := r.rdb.XPending(context.Background(), outcome.StreamKey("smsq"), Group).Result()
 		return err == nil && p.Count == 0 && r.counter(t, "smsq_webhook_deliveries_total", map[string]string{"result": ResultDelivered}) == 1, "entries pending or not delivered"
@@ -254,8 +259,8 @@ func TestFilter(t *testing.T) {
 	if typ, _, _ := envelopeOf(t, ds[0].Body); len(ds) != 1 || typ != "sms.failed" {
 		t.Fatalf("got %d deliveries, first %s", len(ds), typ)
 	}
-	if n := r.counter(t, "smsq_webhook_events_total", map[string]string{"result": EventFiltered}); n != 2 {
-		t.Errorf("filtered %v, want 2", n)
+	if n := r.counter(t, "smsq_webhook_events_total", map[string]string{"result": EventFiltered}); n != 3 {
+		t.Errorf("filtered %v, want 3 (two outcomes, one budget warning)", n)
 	}
 }
 
