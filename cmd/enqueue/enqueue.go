@@ -222,8 +222,7 @@ func waitVerdict(o smsq.Outcome, err error, interrupted, asJSON bool, stdout, st
 		line += fmt.Sprintf("; a new code for this phone and channel in %s", o.RetryIn.Round(time.Second))
 	}
 	fmt.Fprintln(stderr, line)
-	switch o.State {
-	case tasks.OutcomeSent, tasks.OutcomeDeduplicated:
+	if tasks.Delivered(o.State) {
 		return nil
 	}
 	return verdict{errNotDelivered, "no code sent: " + o.State}

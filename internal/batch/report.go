@@ -89,7 +89,7 @@ func (l ReportLine) Delivered() bool {
 	if o == OutcomeDuplicate {
 		o = l.KeyOutcome
 	}
-	return o == tasks.OutcomeSent || o == tasks.OutcomeDeduplicated
+	return tasks.Delivered(o)
 }
 
 // TaskRef names a task to look up: a result line's task ID and queue.

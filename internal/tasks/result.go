@@ -50,6 +50,13 @@ func IsFinal(outcome string) bool {
 	return false
 }
 
+// Delivered reports whether a final outcome leaves a valid code on the
+// phone: sent, or deduplicated (a code sent moments ago is still valid).
+// enqueue report and enqueue --wait exit 0 on these alone.
+func Delivered(outcome string) bool {
+	return outcome == OutcomeSent || outcome == OutcomeDeduplicated
+}
+
 // Result is the JSON written on the task (asynq ResultWriter, visible in
 // asynqmon and through asynq's Inspector) and into the history store after
 // every attempt. The phone is always masked.
